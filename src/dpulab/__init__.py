@@ -1,0 +1,1 @@
+"""dpulab: simulated DPU labs for OVN-Kubernetes DPU offload."""
