@@ -1,0 +1,133 @@
+"""The lab lifecycle: `up` converges, `down` removes exactly what carries our mark."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .engines import NodeStatus, get_engine
+from .errors import DpulabError, InputError
+from .netlink import Sockets
+from .plan import Plan, make_plan
+from .spec import LabSpec
+from .state import LabState, locked
+from .topology import Topology
+from .verify import Check, verify_topology
+
+Progress = Callable[[str, int], None]
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise InputError(f"{what} needs root (it creates network namespaces and interfaces); run it with sudo")
+    if not os.path.exists("/proc/self/ns/net"):
+        raise InputError("this kernel has no network namespaces (CONFIG_NET_NS)")
+
+
+def held_vfs(state: LabState | None) -> dict[tuple[str, int], str]:
+    """VFs that pods hold: (host, vf) -> pod namespace."""
+    if state is None:
+        return {}
+    return {(p["host"], int(p["vf"])): p["netns"] for p in state.pods.values()}
+
+
+@dataclass
+class UpResult:
+    plan: Plan
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def plan_for(spec: LabSpec) -> Plan:
+    require_root("plan")
+    topo = Topology(spec)
+    state = LabState.load(spec.name)
+    with Sockets() as socks:
+        return make_plan(topo, get_engine(spec.engine, topo), socks, held_vfs(state))
+
+
+def up(spec: LabSpec, progress: Progress | None = None) -> UpResult:
+    require_root("up")
+    t0 = time.perf_counter()
+    with locked(spec.name, "up"):
+        state = LabState.load(spec.name)
+        if state is not None and state.spec.engine != spec.engine:
+            raise InputError(f"lab {spec.name!r} runs on engine {state.spec.engine}; `dpulab down --name {spec.name}` first")
+        if state is None:
+            state = LabState(spec.name, {"created": time.time()})
+        topo = Topology(spec)
+        engine = get_engine(spec.engine, topo)
+        with Sockets() as socks:
+            plan = make_plan(topo, engine, socks, held_vfs(state))
+            state.spec = spec  # intent first: an interrupted up is still found by `down`
+            state.save()
+            t1 = time.perf_counter()
+            plan.apply(socks, progress)
+            t2 = time.perf_counter()
+        state.save()
+    return UpResult(plan, {"plan": t1 - t0, "apply": t2 - t1})
+
+
+def down(lab: str) -> list[str]:
+    """Remove the lab's namespaces (found by mark), daemons and run directory."""
+    require_root("down")
+    with locked(lab, "down"):
+        state = LabState.load(lab)
+        spec = state.spec if state else LabSpec(name=lab)
+        topo = Topology(spec)
+        engine = get_engine(spec.engine, topo)
+        with Sockets() as socks:
+            names = engine.orphans()
+            removed = engine.delete_nodes(names, socks)
+        if state is None:
+            state = LabState(lab, {})
+        state.remove()
+    return removed
+
+
+def verify(lab: str) -> list[Check]:
+    require_root("verify")
+    state = LabState.require(lab)
+    topo = Topology(state.spec)
+    engine = get_engine(state.spec.engine, topo)
+    with Sockets() as socks:
+        return verify_topology(topo, engine, socks, held=held_vfs(state))
+
+
+def status(lab: str) -> dict:
+    """What exists, read from the kernel, next to what the lab asked for."""
+    state = LabState.require(lab)
+    spec = state.spec
+    topo = Topology(spec)
+    engine = get_engine(spec.engine, topo)
+    nodes = []
+    with Sockets() as socks:
+        for n in topo.nodes:
+            st = engine.node_status(n, socks) if os.geteuid() == 0 else None
+            count = None
+            if st is NodeStatus.OURS:
+                count = len(set(socks(engine.netns(n.name)).links()) - {"lo"})
+            nodes.append(
+                {
+                    "node": n.name,
+                    "role": n.role,
+                    "pair": n.pair,
+                    "cluster_ip": n.cluster_ip,
+                    "state": st.value if st else "unknown (not root)",
+                    "interfaces": count,
+                }
+            )
+    return {
+        "lab": lab,
+        "engine": spec.engine,
+        "dataplane": spec.dataplane,
+        "pairs": spec.pairs,
+        "vfs": spec.vfs,
+        "naming": spec.naming,
+        "nodes": nodes,
+        "pods": list(state.pods.values()),
+    }
+
+
+__all__ = ["up", "down", "verify", "status", "plan_for", "DpulabError"]

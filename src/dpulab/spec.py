@@ -1,0 +1,143 @@
+"""The lab spec: what a user asks for, from a YAML file and flags (flags win).
+
+Defaults reproduce the spec document: lab ``dpu``, 2 host/DPU pairs, 16 links each.
+Every name this spec will make an interface from is checked here, at parse time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InputError
+
+IFNAMSIZ = 15
+# A lab name becomes namespace, container and kind cluster names: DNS-label safe, short.
+LAB_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,19}$"
+POD_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterNetwork(_Strict):
+    """The stand-in for kind's docker network: control plane and DPUs only, never hosts."""
+
+    subnet: str = "172.18.0.0/16"
+    mtu: int = Field(9000, ge=1280, le=65535)
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, v: str) -> str:
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as e:
+            raise ValueError(f"not a network address: {v} ({e})") from None
+        if net.version != 4 or net.prefixlen > 28:
+            raise ValueError("cluster subnet must be IPv4 with a prefix of /28 or shorter")
+        return v
+
+
+class DataplaneOptions(_Strict):
+    """OVN data plane settings (used when ``dataplane: ovn``)."""
+
+    pod_cidr: str = "10.244.0.0/16"
+    node_prefix: int = Field(24, ge=16, le=28)
+    pod_mtu: int = Field(1400, ge=576, le=8942)
+    encap: Literal["geneve", "vxlan"] = "geneve"
+    mgmt_vf: int = Field(1, ge=0)
+
+    @field_validator("pod_cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as e:
+            raise ValueError(f"not a network address: {v} ({e})") from None
+        if net.version != 4:
+            raise ValueError("pod CIDR must be IPv4")
+        return v
+
+
+class LabSpec(_Strict):
+    """A simulated DPU lab."""
+
+    name: str = Field("dpu", description="Lab (and kind cluster) name: a-z, 0-9, '-', at most 20")
+    pairs: int = Field(2, ge=1, le=64, description="Host/DPU pairs")
+    vfs: int = Field(16, ge=1, le=4096, description="Links (VF <-> representor) per pair")
+    naming: Literal["seed", "ovnk"] = Field(
+        "seed", description="seed: DPU p has rep<p>-<i> (the spec's drawing); ovnk: rep0-<i> on every DPU"
+    )
+    engine: Literal["netns"] = "netns"
+    dataplane: Literal["none"] = "none"
+    cluster: ClusterNetwork = ClusterNetwork()
+    ovn: DataplaneOptions = DataplaneOptions()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(LAB_NAME_PATTERN, v):
+            raise ValueError(
+                f"{v!r} is not a lab name: lowercase letters, digits and '-', starting with a letter, at most 20"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _fits(self) -> "LabSpec":
+        from .topology import interface_names  # the one place names are made
+
+        for name in interface_names(self):
+            if len(name) > IFNAMSIZ:
+                raise ValueError(f"interface name {name!r} is {len(name)} characters; Linux allows {IFNAMSIZ}")
+        net = ipaddress.ip_network(self.cluster.subnet)
+        if net.num_addresses - 3 < 1 + 2 * self.pairs:
+            raise ValueError(f"cluster subnet {net} is too small for {self.pairs} pairs")
+        return self
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "lab"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {msg}{more}"
+
+
+def load_spec(path: Path | None = None, overrides: dict[str, Any] | None = None) -> LabSpec:
+    """Build a LabSpec from an optional YAML file plus flag overrides (flags win).
+
+    Raises InputError with one readable line for anything wrong.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as e:
+            raise InputError(f"cannot read lab file {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise InputError(f"lab file {path}{where}: not valid YAML") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise InputError(f"lab file {path}: expected a mapping at the top level")
+        data = loaded
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    try:
+        return LabSpec.model_validate(data)
+    except ValidationError as e:
+        raise InputError(_one_line(e)) from None
+
+
+def json_schema() -> str:
+    return json.dumps(LabSpec.model_json_schema(), indent=2)

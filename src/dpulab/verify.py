@@ -1,0 +1,173 @@
+"""`verify`: checks that read the kernel (links, peers, addresses, routes, probes),
+never the lab's own records. The topology says what should be; the kernel says what is."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from . import namespaces, probe
+from .netlink import Sockets
+from .topology import CLUSTER_IFNAME, Topology
+
+if TYPE_CHECKING:
+    from .engines import Engine
+
+
+@dataclass
+class Check:
+    check: str
+    node: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# Interfaces the OVS userspace datapath adds on a DPU.
+DATAPLANE_IFACES = {"br-int", "br-phy", "ovs-netdev", "genev_sys_6081", "vxlan_sys_4789"}
+
+
+def verify_topology(
+    topo: Topology,
+    engine: "Engine",
+    socks: Sockets,
+    *,
+    held: dict[tuple[str, int], str] | None = None,
+    dataplane: bool = False,
+) -> list[Check]:
+    """Host/DPU wiring, isolation and cluster reachability, all read from the kernel.
+
+    `held` maps (host, vf) to the pod namespace a VF was moved into: it counts as present there.
+    """
+    held = held or {}
+    checks: list[Check] = []
+    present = set()
+    for node in topo.nodes:
+        ns = engine.netns(node.name)
+        ok = namespaces.exists(ns)
+        if ok:
+            present.add(node.name)
+        checks.append(Check("namespace", node.name, ok, str(namespaces.path(ns)) if ok else "missing"))
+    links = {n: socks(engine.netns(n)).links() for n in present}
+    for pair in topo.pairs:
+        h, d = pair.host.name, pair.dpu.name
+        if h not in present or d not in present:
+            continue
+        hl, dl = links[h], links[d]
+        want = topo.links(pair)
+        # interfaces held by pods live in the pod's namespace, renamed eth0
+        pod_ends = {}
+        for link in want:
+            if (h, link.index) in held:
+                pod_ns = held[(h, link.index)]
+                info = socks(pod_ns).links().get("eth0") if namespaces.exists(pod_ns) else None
+                pod_ends[link.index] = (pod_ns, info)
+        names = set(hl) - {"lo"}
+        expected = {link.host_ifname for link in want if link.index not in pod_ends}
+        missing_pod = [i for i, (_, info) in pod_ends.items() if info is None]
+        ok = names == expected and not missing_pod
+        detail = f"{len(names) + len(pod_ends) - len(missing_pod)}/{topo.spec.vfs} VFs"
+        if pod_ends:
+            detail += f" ({len(pod_ends) - len(missing_pod)} in pods)"
+        if names - expected:
+            detail += f"; unexpected: {', '.join(sorted(names - expected)[:4])}"
+        if expected - names or missing_pod:
+            detail += f"; missing: {', '.join(sorted(expected - names)[:4] + [f'vf{i}' for i in missing_pod])}"
+        checks.append(Check("host interfaces", h, ok, detail))
+        down = [n for n in expected & names if not hl[n].up]
+        checks.append(Check("host VFs up", h, not down, f"down: {', '.join(down[:4])}" if down else "all up"))
+
+        dnames = set(dl) - {"lo"}
+        dexpected = {CLUSTER_IFNAME} | {link.rep_ifname for link in want}
+        extra = dnames - dexpected - (DATAPLANE_IFACES if dataplane else set())
+        ok = dexpected <= dnames and not extra
+        detail = f"{CLUSTER_IFNAME} + {len(dnames & (dexpected - {CLUSTER_IFNAME}))}/{topo.spec.vfs} representors"
+        if extra:
+            detail += f"; unexpected: {', '.join(sorted(extra)[:4])}"
+        if dexpected - dnames:
+            detail += f"; missing: {', '.join(sorted(dexpected - dnames)[:4])}"
+        checks.append(Check("dpu interfaces", d, ok, detail))
+        rdown = [link.rep_ifname for link in want if link.rep_ifname in dl and not dl[link.rep_ifname].up]
+        checks.append(Check("representors up", d, not rdown, f"down: {', '.join(rdown[:4])}" if rdown else "all up"))
+
+        # peers: the kernel's own record of each veth's other end
+        nsid_hd = socks(engine.netns(h)).nsid_of(socks.fd(engine.netns(d)))
+        bad = []
+        for link in want:
+            r = dl.get(link.rep_ifname)
+            if link.index in pod_ends:
+                pod_ns, e = pod_ends[link.index]
+                nsid = socks(pod_ns).nsid_of(socks.fd(engine.netns(d))) if e else None
+            else:
+                e, nsid = hl.get(link.host_ifname), nsid_hd
+            if not (
+                e is not None
+                and r is not None
+                and e.peer_index == r.index
+                and r.peer_index == e.index
+                and nsid is not None
+                and e.peer_nsid == nsid
+            ):
+                bad.append(link.host_ifname)
+        checks.append(
+            Check(
+                "VF <-> representor peers",
+                f"{h} <-> {d}",
+                not bad,
+                f"not paired: {', '.join(bad[:4])}" if bad else f"{len(want)} veth peers match",
+            )
+        )
+    checks += _isolation(topo, engine, socks, present)
+    checks += _cluster_reach(topo, engine, present)
+    return checks
+
+
+def _isolation(topo: Topology, engine: "Engine", socks: Sockets, present: set[str]) -> list[Check]:
+    out = []
+    cnet = topo.cluster_network
+    cp = topo.control_plane.cluster_address
+    for host in topo.hosts:
+        if host.name not in present:
+            continue
+        r = socks(engine.netns(host.name))
+        addrs = [a for _, a, _ in r.addresses() if ":" not in a and ipaddress.ip_address(a) in cnet]
+        routes = [
+            f"{dst or 'default'}/{plen}"
+            for dst, plen, _ in r.routes()
+            if dst is None or ipaddress.ip_network(f"{dst}/{plen}").overlaps(cnet)
+        ]
+        err = probe.tcp_connect_errno(engine.netns(host.name), cp, 6443, timeout=0.3)
+        ok = not addrs and not routes and err in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+        detail = f"probe to {cp}:6443: {errno.errorcode.get(err, err) if err else 'connected'}"
+        if addrs:
+            detail += f"; cluster address {addrs[0]}"
+        if routes:
+            detail += f"; route {routes[0]}"
+        out.append(Check("host isolated", host.name, ok, detail))
+    return out
+
+
+def _cluster_reach(topo: Topology, engine: "Engine", present: set[str]) -> list[Check]:
+    cp = topo.control_plane
+    if cp.name not in present:
+        return []
+    probes = []
+    for dpu in topo.dpus:
+        if dpu.name in present:
+            probes += [(engine.netns(cp.name), dpu.cluster_address), (engine.netns(dpu.name), cp.cluster_address)]
+    rtt = probe.ping(probes, timeout=1.5)
+    out = []
+    for dpu in topo.dpus:
+        if dpu.name not in present:
+            continue
+        there = rtt[(engine.netns(cp.name), dpu.cluster_address)]
+        back = rtt[(engine.netns(dpu.name), cp.cluster_address)]
+        ok = there is not None and back is not None
+        detail = f"{dpu.cluster_address}: " + ("%.2f ms" % there if there is not None else "no reply")
+        detail += ", back: " + ("%.2f ms" % back if back is not None else "no reply")
+        out.append(Check("cluster reach", f"{cp.name} <-> {dpu.name}", ok, detail))
+    return out
