@@ -30,7 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 NameOpt = typer.Option("dpu", "--name", "-n", help="Lab name (kind cluster name).")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
@@ -159,6 +159,21 @@ def status(name: str = NameOpt, as_json: bool = JsonOpt) -> None:
 def schema() -> None:
     """Print the JSON schema of the lab file."""
     out.print(json_schema(), markup=False, highlight=False, soft_wrap=True)
+
+
+# Commands contributed by other modules: each has `register(app)`. One line per module.
+SUBCOMMAND_MODULES = [
+]
+
+
+def _register_subcommands() -> None:
+    import importlib
+
+    for mod in SUBCOMMAND_MODULES:
+        importlib.import_module(f"dpulab.{mod}").register(app)
+
+
+_register_subcommands()
 
 
 def main() -> None:
