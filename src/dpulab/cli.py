@@ -132,7 +132,7 @@ def verify(name: str = NameOpt, as_json: bool = JsonOpt) -> None:
         for c in checks:
             t.add_row(c.check, c.node, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail)
         out.print(t)
-        out.print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+        out.print(f"{len(checks) - len(failed)} checks passed, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)
 
@@ -179,7 +179,7 @@ _register_subcommands()
 def main() -> None:
     args = sys.argv[1:] or ["--help"]
     try:
-        app(args, prog_name="dpulab", standalone_mode=False)
+        rc = app(args, prog_name="dpulab", standalone_mode=False)
     except Exit as e:
         sys.exit(e.exit_code)
     except Abort:
@@ -195,6 +195,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("dpulab: interrupted")
         sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

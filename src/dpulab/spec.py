@@ -66,6 +66,29 @@ class DataplaneOptions(_Strict):
         return v
 
 
+IFNAME_CHARS = re.compile(r"^[A-Za-z0-9_.{}-]+$")
+
+
+class NameTemplates(_Strict):
+    """Interface name templates; `{pair}`, `{pf}` and `{vf}` are filled in per link."""
+
+    vf: str | None = Field(None, description="Host VF netdev, e.g. 'eth0-{vf}'")
+    rep: str | None = Field(None, description="DPU representor, e.g. 'rep{pf}-{vf}' or 'pf{pf}vf{vf}'")
+
+    @field_validator("vf", "rep")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not IFNAME_CHARS.match(v) or "{vf}" not in v:
+            raise ValueError(f"{v!r}: a name template uses letters, digits, '-', '_', '.' and must contain {{vf}}")
+        try:
+            v.format(pair=0, pf=0, vf=0)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"{v!r}: only {{pair}}, {{pf}} and {{vf}} may be used") from None
+        return v
+
+
 class LabSpec(_Strict):
     """A simulated DPU lab."""
 
@@ -75,6 +98,7 @@ class LabSpec(_Strict):
     naming: Literal["seed", "ovnk"] = Field(
         "seed", description="seed: DPU p has rep<p>-<i> (the spec's drawing); ovnk: rep0-<i> on every DPU"
     )
+    names: NameTemplates = NameTemplates()
     engine: Literal["netns"] = "netns"
     dataplane: Literal["none"] = "none"
     cluster: ClusterNetwork = ClusterNetwork()
@@ -96,6 +120,14 @@ class LabSpec(_Strict):
         for name in interface_names(self):
             if len(name) > IFNAMSIZ:
                 raise ValueError(f"interface name {name!r} is {len(name)} characters; Linux allows {IFNAMSIZ}")
+        from .topology import CLUSTER_IFNAME, fill, templates
+
+        vf, rep = templates(self)
+        for index in range(min(self.vfs, 100)):
+            for template, where in ((vf, "host"), (rep, "DPU")):
+                name = fill(template, 0, index)
+                if name in (CLUSTER_IFNAME, "lo"):
+                    raise ValueError(f"{where} interface name {name!r} collides with the node's own {name}")
         net = ipaddress.ip_network(self.cluster.subnet)
         if net.num_addresses - 3 < 1 + 2 * self.pairs:
             raise ValueError(f"cluster subnet {net} is too small for {self.pairs} pairs")

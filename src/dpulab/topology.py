@@ -25,19 +25,23 @@ def worker_name(lab: str, n: int) -> str:
     return f"{lab}-worker" if n == 1 else f"{lab}-worker{n}"
 
 
-def host_ifname(index: int) -> str:
-    return f"eth0-{index}"
+PRESETS = {"seed": ("eth0-{vf}", "rep{pair}-{vf}"), "ovnk": ("eth0-{vf}", "rep0-{vf}")}
 
 
-def rep_ifname(naming: str, pair: int, index: int) -> str:
-    pf = 0 if naming == "ovnk" else pair
-    return f"rep{pf}-{index}"
+def templates(spec: "LabSpec") -> tuple[str, str]:
+    vf, rep = PRESETS[spec.naming]
+    return spec.names.vf or vf, spec.names.rep or rep
+
+
+def fill(template: str, pair: int, index: int) -> str:
+    return template.format(pair=pair, pf=0, vf=index)
 
 
 def mac_for(node: str, role: str, index: int) -> str:
     """Upstream's deterministic MAC: 52:54:00 + sha256(node NUL role)[:2] + index byte."""
     digest = hashlib.sha256(f"{node}\x00{role}".encode()).digest()
-    return "52:54:00:%02x:%02x:%02x" % (digest[0], digest[1], index & 0xFF)
+    # upstream's formula for index < 256; above, the high byte is folded in so MACs stay unique
+    return "52:54:00:%02x:%02x:%02x" % (digest[0], digest[1] ^ (index >> 8 & 0xFF), index & 0xFF)
 
 
 def mark(lab: str, *parts: object) -> str:
@@ -48,9 +52,11 @@ def mark(lab: str, *parts: object) -> str:
 def interface_names(spec: "LabSpec") -> Iterator[str]:
     """Every interface name the spec will produce (checked against IFNAMSIZ at parse time)."""
     yield CLUSTER_IFNAME
-    last = spec.vfs - 1
-    yield host_ifname(last)
-    yield rep_ifname(spec.naming, spec.pairs - 1, last)
+    vf, rep = templates(spec)
+    for pair in (0, spec.pairs - 1):
+        for index in (0, spec.vfs - 1):
+            yield fill(vf, pair, index)
+            yield fill(rep, pair, index)
     yield bridge_port_name(2 * spec.pairs)
 
 
@@ -150,15 +156,16 @@ class Topology:
 
     def links(self, pair: Pair) -> tuple[Link, ...]:
         h, d = pair.host.name, pair.dpu.name
+        vf, rep = templates(self.spec)
         return tuple(
             Link(
                 pair.index,
                 i,
                 h,
-                host_ifname(i),
+                fill(vf, pair.index, i),
                 mac_for(h, "host", i),
                 d,
-                rep_ifname(self.spec.naming, pair.index, i),
+                fill(rep, pair.index, i),
                 mac_for(d, "dpu", i),
             )
             for i in range(self.spec.vfs)

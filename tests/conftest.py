@@ -1,0 +1,49 @@
+"""Shared fixtures. Tests that need root skip without it; each lab test uses its own lab name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (real network namespaces)")
+DPULAB = [sys.executable, "-m", "dpulab.cli"]
+
+
+def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    return subprocess.run([*DPULAB, *args], capture_output=True, text=True, check=check)
+
+
+def netns_names() -> set[str]:
+    try:
+        return set(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return set()
+
+
+def root_links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+@pytest.fixture
+def lab_name() -> str:
+    """A lab name no other test (or parallel run) uses."""
+    return "t" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def clean_lab(lab_name):
+    """Yields a lab name; afterwards downs it and asserts nothing of it is left."""
+    before_links = root_links()
+    yield lab_name
+    run_cli("down", "--name", lab_name)
+    leftovers = {n for n in netns_names() if n.startswith(lab_name + "-")}
+    assert not leftovers, f"namespaces left behind: {leftovers}"
+    assert not Path(f"/run/dpulab/{lab_name}").exists(), "run directory left behind"
+    assert root_links() <= before_links, f"interfaces left in the root namespace: {root_links() - before_links}"
