@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -59,7 +60,7 @@ def up(
     vfs: Optional[int] = typer.Option(None, help="Links (VF <-> representor) per pair [16]."),
     naming: Optional[str] = typer.Option(None, help="seed: rep<pair>-<i> (the spec's drawing) | ovnk: rep0-<i> on every DPU."),
     engine: Optional[str] = typer.Option(None, help="netns: every node a network namespace (default)."),
-    dataplane: Optional[str] = typer.Option(None, help="none: wiring only."),
+    dataplane: Optional[str] = typer.Option(None, help="ovn: OVS + OVN on the DPUs | none: wiring only."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Per-step timings."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
@@ -119,9 +120,13 @@ def down(name: str = NameOpt, quiet: bool = typer.Option(False, "-q", "--quiet")
 
 
 @app.command()
-def verify(name: str = NameOpt, as_json: bool = JsonOpt) -> None:
+def verify(
+    name: str = NameOpt,
+    traffic: bool = typer.Option(False, "--traffic", help="Also the data plane: daemons, ports, pod ICMP+TCP."),
+    as_json: bool = JsonOpt,
+) -> None:
     """Check the lab against the kernel: wiring, peers, isolation, reachability."""
-    checks = lablib.verify(name)
+    checks = lablib.verify(name, traffic)
     failed = [c for c in checks if not c.ok]
     if as_json:
         out.print_json(json.dumps({"lab": name, "ok": not failed, "checks": [c.as_dict() for c in checks]}))
@@ -163,6 +168,7 @@ def schema() -> None:
 
 # Commands contributed by other modules: each has `register(app)`. One line per module.
 SUBCOMMAND_MODULES = [
+    "cli_dataplane",
 ]
 
 
@@ -195,6 +201,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("dpulab: interrupted")
         sys.exit(130)
+    except Exception as e:  # a bug or an environment we did not foresee: still one line
+        if os.environ.get("DPULAB_DEBUG"):
+            raise
+        err.print(f"dpulab: internal error: {type(e).__name__}: {e} (DPULAB_DEBUG=1 shows the traceback)", markup=False)
+        sys.exit(70)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -14,7 +14,7 @@ from .plan import Plan, make_plan
 from .spec import LabSpec
 from .state import LabState, locked
 from .topology import Topology
-from .verify import Check, verify_topology
+from .verify import Check, verify_topology, verify_traffic
 
 Progress = Callable[[str, int], None]
 
@@ -65,8 +65,18 @@ def up(spec: LabSpec, progress: Progress | None = None) -> UpResult:
             t1 = time.perf_counter()
             plan.apply(socks, progress)
             t2 = time.perf_counter()
+            timings = {"plan": t1 - t0, "wiring": t2 - t1}
+            if spec.dataplane == "ovn":
+                from .dataplane import Dataplane
+
+                dp = Dataplane(topo, engine)
+                dp.up(socks)
+                dp.wait_ready()
+                timings["dataplane"] = time.perf_counter() - t2
+                if progress:
+                    progress("data plane", len(dp.all_daemons()))
         state.save()
-    return UpResult(plan, {"plan": t1 - t0, "apply": t2 - t1})
+    return UpResult(plan, timings)
 
 
 def down(lab: str) -> list[str]:
@@ -77,6 +87,9 @@ def down(lab: str) -> list[str]:
         spec = state.spec if state else LabSpec(name=lab)
         topo = Topology(spec)
         engine = get_engine(spec.engine, topo)
+        from .dataplane import Dataplane
+
+        Dataplane(topo, engine).stop()  # daemons first, by the pids in our run directory
         with Sockets() as socks:
             names = engine.orphans()
             removed = engine.delete_nodes(names, socks)
@@ -86,13 +99,19 @@ def down(lab: str) -> list[str]:
     return removed
 
 
-def verify(lab: str) -> list[Check]:
+def verify(lab: str, traffic: bool = False) -> list[Check]:
     require_root("verify")
     state = LabState.require(lab)
     topo = Topology(state.spec)
     engine = get_engine(state.spec.engine, topo)
+    ovn = state.spec.dataplane == "ovn"
+    if traffic and not ovn:
+        raise InputError(f"lab {lab!r} has no data plane to test; `dpulab up --name {lab} --dataplane ovn`")
     with Sockets() as socks:
-        return verify_topology(topo, engine, socks, held=held_vfs(state))
+        checks = verify_topology(topo, engine, socks, held=held_vfs(state), dataplane=ovn)
+        if traffic:
+            checks += verify_traffic(topo, engine, socks, list(state.pods.values()))
+        return checks
 
 
 def status(lab: str) -> dict:

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netlink.rtnl import (
+    RTM_DELADDR,
     RTM_DELLINK,
     RTM_GETADDR,
     RTM_GETLINK,
@@ -306,6 +307,15 @@ class Rtnl:
         msg["index"] = ifindex
         msg["attrs"] = [("IFA_LOCAL", addr), ("IFA_ADDRESS", addr)]
         self.queue(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, f"address {cidr}", (errno.EEXIST,))
+
+    def del_address(self, ifindex: int, cidr: str) -> None:
+        addr, plen = cidr.split("/")
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        msg["prefixlen"] = int(plen)
+        msg["index"] = ifindex
+        msg["attrs"] = [("IFA_LOCAL", addr), ("IFA_ADDRESS", addr)]
+        self.queue(msg, RTM_DELADDR, 0, f"delete address {cidr}", (errno.EADDRNOTAVAIL,))
 
     def add_route(self, dst: str, *, gateway: str | None = None, oif: int | None = None) -> None:
         msg = rtmsg()

@@ -183,7 +183,7 @@ def make_plan(topo: Topology, engine: "Engine", socks: Sockets, held: dict[tuple
         raise NotOursError(
             f"{foreign[0]} exists but is not part of lab {topo.lab!r}; choose another --name or remove it yourself"
         )
-    actions = engine.node_actions(socks, statuses)
+    actions = engine.node_actions(socks, statuses, keep=set((held or {}).values()))
     present = [n for n, s in statuses.items() if s is NodeStatus.OURS]
     obs = Observed.read(topo, engine, socks, present)
     actions += link_actions(topo, engine, socks, obs, held or {})

@@ -101,3 +101,82 @@ def tcp_connect_errno(ns: str, addr: str, port: int, timeout: float = 0.5) -> in
             return e.errno or errno.EIO
     finally:
         s.close()
+
+
+def tcp_exchange(pairs: Iterable[tuple[str, str, str]], port: int = 7777, timeout: float = 2.0) -> dict[tuple[str, str], str | None]:
+    """For each (client ns, server ns, server addr): connect, send, read the echo back.
+
+    Servers listen inside their namespaces; returns None per pair on success, else why.
+    TCP catches what ICMP hides (broken checksum offload in the userspace datapath).
+    """
+    import threading
+
+    pairs = list(pairs)
+    servers: dict[str, socket.socket] = {}
+    result: dict[tuple[str, str], str | None] = {}
+    stop = threading.Event()
+
+    def serve(s: socket.socket) -> None:
+        s.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = s.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                conn.settimeout(timeout)
+                try:
+                    conn.sendall(conn.recv(64))
+                except OSError:
+                    pass
+
+    threads = []
+    try:
+        for _, server_ns, addr in pairs:
+            if server_ns in servers:
+                continue
+            with namespaces.entered(str(namespaces.path(server_ns))):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((addr, port))
+                s.listen(16)
+            except OSError as e:
+                s.close()
+                for client_ns, sns, _ in pairs:
+                    if sns == server_ns:
+                        result[(client_ns, sns)] = f"cannot listen on {addr}: {e.strerror}"
+                continue
+            servers[server_ns] = s
+            t = threading.Thread(target=serve, args=(s,), daemon=True)
+            t.start()
+            threads.append(t)
+        for client_ns, server_ns, addr in pairs:
+            if (client_ns, server_ns) in result:
+                continue
+            payload = f"dpulab {client_ns}->{server_ns}".encode()[:64]
+            with namespaces.entered(str(namespaces.path(client_ns))):
+                c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.settimeout(timeout)
+            try:
+                for attempt in range(3):
+                    try:
+                        c.connect((addr, port))
+                        break
+                    except socket.timeout:
+                        if attempt == 2:
+                            raise
+                c.sendall(payload)
+                got = c.recv(64)
+                result[(client_ns, server_ns)] = None if got == payload else f"echo mismatch ({len(got)} bytes)"
+            except OSError as e:
+                result[(client_ns, server_ns)] = errno.errorcode.get(e.errno or 0, str(e)) if e.errno else "timed out"
+            finally:
+                c.close()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(1)
+        for s in servers.values():
+            s.close()
+    return result

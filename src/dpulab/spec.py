@@ -100,7 +100,9 @@ class LabSpec(_Strict):
     )
     names: NameTemplates = NameTemplates()
     engine: Literal["netns"] = "netns"
-    dataplane: Literal["none"] = "none"
+    dataplane: Literal["none", "ovn"] = Field(
+        "none", description="none: wiring only | ovn: OVS + OVN on the DPUs, pods on VFs"
+    )
     cluster: ClusterNetwork = ClusterNetwork()
     ovn: DataplaneOptions = DataplaneOptions()
 

@@ -171,3 +171,57 @@ def _cluster_reach(topo: Topology, engine: "Engine", present: set[str]) -> list[
         detail += ", back: " + ("%.2f ms" % back if back is not None else "no reply")
         out.append(Check("cluster reach", f"{cp.name} <-> {dpu.name}", ok, detail))
     return out
+
+
+def verify_traffic(topo: Topology, engine: "Engine", socks: Sockets, pods: list[dict]) -> list[Check]:
+    """The data plane: daemons, logical ports, pod<->pod ICMP and TCP, host->own pods via its DPU."""
+    from .dataplane import Dataplane
+    from .errors import DpulabError
+
+    dp = Dataplane(topo, engine)
+    checks = []
+    for d in dp.all_daemons():
+        pid = d.pid()
+        checks.append(Check("daemon", f"{d.node}/{d.component}", pid is not None, f"pid {pid}" if pid else f"not running; log {d.logfile}"))
+    try:
+        ports = dp.ports_up()
+    except DpulabError as e:
+        ports = {}
+        checks.append(Check("logical ports up", "OVN NB", False, str(e)))
+    vifs = [f"k8s-{h.name}" for h in topo.hosts] + [p.get("iface_id", "?") for p in pods]
+    down = [v for v in vifs if not ports.get(v)]
+    checks.append(Check("logical ports up", "OVN NB", not down and bool(ports), f"down: {', '.join(down[:4])}" if down else f"{len(vifs)} ports up"))
+    live = [p for p in pods if namespaces.exists(p["netns"])]
+    rtt = probe.ping([(a["netns"], b["ip"]) for a in live for b in live if a is not b], timeout=3.0, tries=6)
+    for a in live:
+        for b in live:
+            if a is b:
+                continue
+            r = rtt[(a["netns"], b["ip"])]
+            where = "cross-host" if a["host"] != b["host"] else "same host"
+            checks.append(Check(f"pod ping ({where})", f"{a['name']} -> {b['name']}", r is not None, f"{b['ip']}: " + (f"{r:.2f} ms" if r is not None else "no reply")))
+    tcp = probe.tcp_exchange([(a["netns"], b["netns"], b["ip"]) for a in live for b in live if a is not b])
+    for a in live:
+        for b in live:
+            if a is b:
+                continue
+            why = tcp[(a["netns"], b["netns"])]
+            checks.append(Check("pod TCP", f"{a['name']} -> {b['name']}", why is None, "echo ok" if why is None else why))
+    mgmt_vf = topo.spec.ovn.mgmt_vf
+    host_probes = [(engine.netns(p["host"]), p["ip"]) for p in live]
+    hrtt = probe.ping(host_probes, timeout=2.0, tries=4) if host_probes else {}
+    for pair in topo.pairs:
+        host = pair.host.name
+        mgmt = topo.links(pair)[mgmt_vf]
+        r = socks(engine.netns(host))
+        links = r.links()
+        oif = links.get(mgmt.host_ifname)
+        via = [dst for dst, plen, o in r.routes() if dst and oif and o == oif.index and f"{dst}/{plen}" == topo.spec.ovn.pod_cidr]
+        mine = [p for p in live if p["host"] == host]
+        unreached = [p["name"] for p in mine if hrtt.get((engine.netns(host), p["ip"])) is None]
+        ok = bool(via) and not unreached
+        detail = f"route {topo.spec.ovn.pod_cidr} via {mgmt.host_ifname} (-> {pair.dpu.name}/{mgmt.rep_ifname})" if via else "no pod route via the management VF"
+        if mine:
+            detail += f"; {len(mine) - len(unreached)}/{len(mine)} own pods reached"
+        checks.append(Check("host -> pods via DPU", host, ok, detail))
+    return checks

@@ -37,8 +37,11 @@ class Engine(ABC):
     def node_status(self, node: "Node", socks: "Sockets") -> NodeStatus: ...
 
     @abstractmethod
-    def node_actions(self, socks: "Sockets", statuses: dict[str, NodeStatus]) -> list["Action"]:
-        """Actions that bring nodes and the cluster network to the desired state."""
+    def node_actions(self, socks: "Sockets", statuses: dict[str, NodeStatus], keep: set[str]) -> list["Action"]:
+        """Actions that bring nodes and the cluster network to the desired state.
+
+        `keep`: namespaces of ours that are not nodes but must stay (pods).
+        """
 
     @abstractmethod
     def delete_nodes(self, names: Sequence[str], socks: "Sockets") -> list[str]:

@@ -51,7 +51,7 @@ class NetnsEngine(Engine):
     def node_status(self, node: Node, socks: Sockets) -> NodeStatus:
         return ns_status(self.topo.lab, node.name, socks)
 
-    def node_actions(self, socks: Sockets, statuses: dict[str, NodeStatus]) -> list[Action]:
+    def node_actions(self, socks: Sockets, statuses: dict[str, NodeStatus], keep: set[str]) -> list[Action]:
         lab = self.topo.lab
         actions = [
             Action(CREATE_NODE, n, "network namespace", lambda s, n=n: create_marked_ns(lab, n, s))
@@ -59,7 +59,7 @@ class NetnsEngine(Engine):
             if st is NodeStatus.MISSING
         ]
         actions += self._cluster_actions(socks, statuses)
-        actions += self._surplus_actions()
+        actions += self._surplus_actions(keep)
         return actions
 
     # -- the cluster network ------------------------------------------------------------
@@ -132,9 +132,8 @@ class NetnsEngine(Engine):
         have_addr = False
         if good and eth is not None:
             want = node.cluster_ip.split("/")
-            have_addr = any(
-                i == eth.index and a == want[0] and plen == int(want[1]) for i, a, plen in self._addrs(node.name)
-            )
+            # anywhere in the node: with the data plane the address moves to OVS's br-phy
+            have_addr = any(a == want[0] and plen == int(want[1]) for _, a, plen in self._addrs(node.name))
         if not have_addr:
 
             def address(s: Sockets) -> None:
@@ -152,10 +151,10 @@ class NetnsEngine(Engine):
             r.close()
 
     # -- nodes that are ours but no longer wanted ---------------------------------------
-    def _surplus_actions(self) -> list[Action]:
+    def _surplus_actions(self, keep: set[str]) -> list[Action]:
         from ..plan import DELETE_NODE
 
-        wanted = {n.name for n in self.topo.nodes} | {self.cluster_ns}
+        wanted = {n.name for n in self.topo.nodes} | {self.cluster_ns} | keep
         return [
             Action(DELETE_NODE, ns, "ours, no longer in the lab", lambda s, ns=ns: self._remove(ns, s))
             for ns in self.orphans()
