@@ -12,7 +12,7 @@ import pytest
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (real network namespaces)")
-DPULAB = [sys.executable, "-m", "dpulab.cli"]
+DPULAB = [sys.executable, "-m", "dpulab"]
 
 
 def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:

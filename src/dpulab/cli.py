@@ -10,10 +10,10 @@ from typing import Optional
 
 import typer
 from typer.exceptions import Abort, Exit, TyperException
-from rich.console import Console
 from rich.table import Table
 
 from . import lab as lablib
+from .cli_common import JsonOpt, NameOpt, err, out
 from .errors import DpulabError
 from .spec import json_schema, load_spec
 from .state import LabState
@@ -30,11 +30,6 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-NameOpt = typer.Option("dpu", "--name", "-n", help="Lab name (kind cluster name).")
-JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def _spec_from(

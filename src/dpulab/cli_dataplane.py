@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli import JsonOpt, NameOpt, out
+from .cli_common import JsonOpt, NameOpt, out
 from .errors import InputError
 
 pod_app = typer.Typer(help="Pods on host VFs, plugged through their DPU's representors.", no_args_is_help=True)
