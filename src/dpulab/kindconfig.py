@@ -45,11 +45,17 @@ class LabNodes(NamedTuple):
 
 
 def lab_nodes(name: str, pairs: int) -> LabNodes:
+    _check_pairs(pairs)
     return LabNodes(
         f"{name}-control-plane",
         [worker_name(name, 2 * p + 1) for p in range(pairs)],
         [worker_name(name, 2 * p + 2) for p in range(pairs)],
     )
+
+
+def _check_pairs(pairs: int) -> None:
+    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+        raise KindConfigError(f"pairs must be 1 or more, not {pairs!r}")
 
 
 def node_image_version(image: str) -> tuple[int, int] | None:
@@ -85,7 +91,7 @@ def _subnets(what: str, value: str | None, ip_family: str) -> str:
 def _kubeadm_patch(api: str, *docs: dict) -> str:
     if api == "v1beta4":
         docs = tuple({"kind": d["kind"], "apiVersion": "kubeadm.k8s.io/v1beta4"} | d for d in docs)
-    return yaml.safe_dump_all(docs, sort_keys=False)
+    return yaml.dump_all(docs, Dumper=BlockDumper, sort_keys=False)
 
 
 class BlockDumper(yaml.SafeDumper):
@@ -93,6 +99,11 @@ class BlockDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: object) -> bool:
         return True
+
+    def choose_scalar_style(self) -> str:
+        """Double quotes where quotes are needed, as upstream's templates write them."""
+        style = super().choose_scalar_style()
+        return '"' if style == "'" else style
 
 
 BlockDumper.add_representer(
@@ -116,8 +127,7 @@ def render_kind_config(
     """
     if ip_family not in IP_FAMILIES:
         raise KindConfigError(f"ip family {ip_family!r} is not one of {', '.join(IP_FAMILIES)}")
-    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
-        raise KindConfigError(f"pairs must be 1 or more, not {pairs!r}")
+    _check_pairs(pairs)
     if isinstance(log_level, bool) or not isinstance(log_level, int) or log_level < 0:
         raise KindConfigError(f"log level must be 0 or more, not {log_level!r}")
     if not _DNS_DOMAIN.match(dns_domain):

@@ -7,8 +7,9 @@ operations, so deriving again (even in place) gives the same files.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from ..errors import DpulabError, InputError
 from ..kindconfig import BlockDumper, node_image_version
 from .options import OvnkOptions
 
+NAMESPACE = "ovn-kubernetes"
 DPU_FILE = "ovnkube-node-dpu.yaml"
 DPU_HOST_FILE = "ovnkube-node-dpu-host.yaml"
 NODE_CONTAINER = "ovnkube-node"
@@ -32,6 +34,14 @@ NETPOL_CRD_FILES = (
     "policy.networking.k8s.io_adminnetworkpolicies.yaml",
     "policy.networking.k8s.io_baselineadminnetworkpolicies.yaml",
 )
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: manifests are large
+
+
+def load_docs(text: str) -> list:
+    """The non-empty documents of a YAML stream (safe loading)."""
+    return [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
 
 
 def _node_name_ref() -> dict:
@@ -102,17 +112,19 @@ def _rename_env(env: list[dict], old: str, new: str) -> None:
 
 
 def _with_gateway_interface(opts_text: str, iface: str) -> str:
-    """OVN_GATEWAY_OPTS with exactly one --gateway-interface, ours; other options kept."""
-    words, kept = shlex.split(opts_text), []
-    skip_next = False
-    for w in words:
+    """OVN_GATEWAY_OPTS with exactly one --gateway-interface, ours; other options kept.
+
+    Split on blanks, as ovnkube.sh word-splits the variable (no shell quoting inside it).
+    """
+    kept, skip_next = [], False
+    for w in opts_text.split():
         if skip_next:
             skip_next = False
         elif w == "--gateway-interface":
             skip_next = True
         elif not w.startswith("--gateway-interface="):
             kept.append(w)
-    return shlex.join([*kept, f"--gateway-interface={iface}"])
+    return " ".join([*kept, f"--gateway-interface={iface}"])
 
 
 def _node_container(doc: dict, source: str) -> dict:
@@ -159,12 +171,18 @@ _DERIVERS = {DPU_FILE: _derive_dpu, DPU_HOST_FILE: _derive_dpu_host}
 
 def derive_dpu_text(text: str, opts: OvnkOptions, source: str) -> str:
     """One rendered DPU-mode file in, its Step 16 form out (every DaemonSet in it edited)."""
-    docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    daemonsets = [d for d in docs if d.get("kind") == "DaemonSet"]
+    try:
+        docs = load_docs(text)
+    except yaml.YAMLError:
+        raise InputError(f"{source}: not valid YAML") from None
+    daemonsets = [d for d in docs if isinstance(d, dict) and d.get("kind") == "DaemonSet"]
     if not daemonsets:
         raise DpulabError(f"{source}: no DaemonSet in it")
     for ds in daemonsets:
-        _DERIVERS[source](ds, opts, source)
+        try:
+            _DERIVERS[source](ds, opts, source)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise DpulabError(f"{source}: not a DaemonSet as daemonset.sh renders it ({type(e).__name__}: {e})") from None
     header = f"# {source}: rendered by daemonset.sh, DPU mode set by dpulab (representor mode {opts.representor_mode})\n"
     return header + yaml.dump_all(docs, Dumper=BlockDumper, sort_keys=False, explicit_start=True, width=1 << 16)
 
@@ -209,15 +227,29 @@ def schema_version(k8s_version: str | None) -> tuple[str, str | None]:
     return versions[-1], f"no schemas for Kubernetes {k8s_version}: validated against {versions[-1]}, the newest known"
 
 
+@functools.lru_cache(maxsize=512)
+def _check_doc(version: str, doc_json: str) -> tuple[str, str] | None:
+    """("error" | "skipped", detail) for one document, None if valid; cached, as the same
+    documents are checked again and again (each check loads megabytes of schema)."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import SchemaNotFoundError
+
+    doc = json.loads(doc_json)
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except SchemaNotFoundError:
+        return "skipped", f"not validated, no schema for {doc['apiVersion']} (a custom resource)"
+    except kubernetes_validate.ValidationError as e:
+        return "error", f"{'.'.join(str(p) for p in e.path) or '(top)'}: {e.message[:300]}"
+    return None
+
+
 def validate_dir(directory: Path, k8s_version: str | None, notes: list[str] | None = None) -> list[str]:
     """Schema errors of every document in `directory`'s YAML files (strict: unknown fields are errors).
 
     Kinds with no schema (custom resources such as ServiceMonitor) are skipped, each with
     a line added to `notes`; CustomResourceDefinitions themselves are validated.
     """
-    import kubernetes_validate
-    from kubernetes_validate.utils import SchemaNotFoundError
-
     notes = [] if notes is None else notes
     version, note = schema_version(k8s_version)
     if note:
@@ -226,7 +258,7 @@ def validate_dir(directory: Path, k8s_version: str | None, notes: list[str] | No
     files = sorted(p for p in Path(directory).iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     for path in files:
         try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+            docs = load_docs(path.read_text())
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             errors.append(f"{path.name}{f' line {mark.line + 1}' if mark else ''}: not valid YAML")
@@ -235,12 +267,8 @@ def validate_dir(directory: Path, k8s_version: str | None, notes: list[str] | No
             if not isinstance(doc, dict) or not {"kind", "apiVersion"} <= doc.keys():
                 errors.append(f"{path.name}: a document without kind and apiVersion")
                 continue
-            what = f"{path.name}: {doc['kind']}/{doc.get('metadata', {}).get('name', '?')}"
-            try:
-                kubernetes_validate.validate(doc, version, strict=True)
-            except SchemaNotFoundError:
-                notes.append(f"{what}: not validated, no schema for {doc['apiVersion']} (a custom resource)")
-            except kubernetes_validate.ValidationError as e:
-                where = ".".join(str(p) for p in e.path) or "(top)"
-                errors.append(f"{what}: {where}: {e.message[:300]}")
+            found = _check_doc(version, json.dumps(doc, sort_keys=True, default=str))
+            if found is not None:
+                what = f"{path.name}: {doc['kind']}/{(doc.get('metadata') or {}).get('name', '?')}: {found[1]}"
+                (errors if found[0] == "error" else notes).append(what)
     return errors

@@ -16,7 +16,7 @@ DEFAULT_IMAGE = "localhost/ovn-daemonset-fedora:dev"
 
 # Not daemonset.sh flags: they shape the DPU-mode DaemonSets dpulab derives (Step 16).
 DPU_MODE_FIELDS = frozenset({"representor_mode", "mgmt_port_netdev", "gateway_interface"})
-# daemonset.sh spells these two as yes/no rather than true/false.
+# daemonset.sh spells this one yes/no rather than true/false.
 _YES_NO_FIELDS = frozenset({"ovn_unprivileged_mode"})
 
 
