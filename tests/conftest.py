@@ -27,8 +27,17 @@ def netns_names() -> set[str]:
         return set()
 
 
-def root_links() -> set[str]:
-    return set(os.listdir("/sys/class/net"))
+def root_links_of(lab: str) -> set[str]:
+    """Root-namespace interfaces carrying this lab's mark (others may come and go meanwhile)."""
+    out = set()
+    for name in os.listdir("/sys/class/net"):
+        try:
+            alias = Path(f"/sys/class/net/{name}/ifalias").read_text().strip()
+        except OSError:
+            continue
+        if alias.startswith(f"dpulab:{lab}:"):
+            out.add(name)
+    return out
 
 
 @pytest.fixture
@@ -40,10 +49,9 @@ def lab_name() -> str:
 @pytest.fixture
 def clean_lab(lab_name):
     """Yields a lab name; afterwards downs it and asserts nothing of it is left."""
-    before_links = root_links()
     yield lab_name
     run_cli("down", "--name", lab_name)
     leftovers = {n for n in netns_names() if n.startswith(lab_name + "-")}
     assert not leftovers, f"namespaces left behind: {leftovers}"
     assert not Path(f"/run/dpulab/{lab_name}").exists(), "run directory left behind"
-    assert root_links() <= before_links, f"interfaces left in the root namespace: {root_links() - before_links}"
+    assert not root_links_of(lab_name), f"interfaces left in the root namespace: {root_links_of(lab_name)}"

@@ -31,7 +31,7 @@ def verify_json(name: str) -> dict:
 
 def test_up_verify_up_again_down(clean_lab):
     name = clean_lab
-    res = run_cli("up", "--name", name, "--pairs", "2", "--vfs", "16")
+    res = run_cli("up", "--name", name, "--dataplane", "none", "--pairs", "2", "--vfs", "16")
     assert res.returncode == 0, res.stderr
     report = verify_json(name)
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
@@ -50,7 +50,7 @@ def test_up_verify_up_again_down(clean_lab):
 
 def test_converge_adds_and_removes_just_the_difference(clean_lab):
     name = clean_lab
-    assert run_cli("up", "--name", name, "--pairs", "2", "--vfs", "4").returncode == 0
+    assert run_cli("up", "--name", name, "--dataplane", "none", "--pairs", "2", "--vfs", "4").returncode == 0
     host = f"{name}-worker"
     first = ifindexes(host)
     assert run_cli("up", "--name", name, "--vfs", "6").returncode == 0
@@ -63,14 +63,14 @@ def test_converge_adds_and_removes_just_the_difference(clean_lab):
     assert all(shrunk[k] == first[k] for k in shrunk)
     assert namespaces.exists(f"{name}-worker6")
     assert verify_json(name)["ok"]
-    assert run_cli("up", "--name", name, "--pairs", "1").returncode == 0
+    assert run_cli("up", "--name", name, "--dataplane", "none", "--pairs", "1").returncode == 0
     assert not namespaces.exists(f"{name}-worker3") and not namespaces.exists(f"{name}-worker6")
     assert verify_json(name)["ok"]
 
 
 def test_plan_is_a_dry_run(clean_lab):
     name = clean_lab
-    res = run_cli("plan", "--name", name, "--pairs", "1", "--vfs", "2", "--json")
+    res = run_cli("plan", "--name", name, "--dataplane", "none", "--pairs", "1", "--vfs", "2", "--json")
     assert res.returncode == 0, res.stderr
     actions = json.loads(res.stdout)
     assert sum(a["target"].endswith("/eth0-0") for a in actions) >= 1
@@ -79,7 +79,7 @@ def test_plan_is_a_dry_run(clean_lab):
 
 def test_verify_detects_damage_and_up_repairs_it(clean_lab):
     name = clean_lab
-    assert run_cli("up", "--name", name, "--pairs", "1", "--vfs", "4").returncode == 0
+    assert run_cli("up", "--name", name, "--dataplane", "none", "--pairs", "1", "--vfs", "4").returncode == 0
     host, dpu = f"{name}-worker", f"{name}-worker2"
     subprocess.run(["ip", "-n", dpu, "link", "del", "rep0-2"], check=True)
     subprocess.run(["ip", "-n", host, "link", "set", "eth0-1", "down"], check=True)
@@ -102,7 +102,7 @@ def test_foreign_namespace_is_refused_and_untouched(lab_name):
     subprocess.run(["ip", "netns", "add", foreign], check=True)
     try:
         subprocess.run(["ip", "-n", foreign, "link", "add", "rep0-0", "type", "bridge"], check=True)
-        res = run_cli("up", "--name", name, "--pairs", "1", "--vfs", "2")
+        res = run_cli("up", "--name", name, "--dataplane", "none", "--pairs", "1", "--vfs", "2")
         assert res.returncode != 0
         assert "not part of lab" in res.stderr and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
@@ -117,7 +117,7 @@ def test_foreign_namespace_is_refused_and_untouched(lab_name):
 
 def test_foreign_interface_in_our_namespace_is_not_deleted(clean_lab):
     name = clean_lab
-    assert run_cli("up", "--name", name, "--pairs", "1", "--vfs", "2").returncode == 0
+    assert run_cli("up", "--name", name, "--dataplane", "none", "--pairs", "1", "--vfs", "2").returncode == 0
     host = f"{name}-worker"
     subprocess.run(["ip", "-n", host, "link", "add", "mine0", "type", "bridge"], check=True)
     assert run_cli("up", "--name", name, "--vfs", "1").returncode == 0
@@ -128,7 +128,7 @@ def test_foreign_interface_in_our_namespace_is_not_deleted(clean_lab):
 def test_down_after_interrupted_up_without_state(clean_lab):
     """An `up` killed before it saved anything still leaves only marked objects: down finds them."""
     name = clean_lab
-    spec = load_spec(overrides={"name": name, "pairs": 1, "vfs": 2})
+    spec = load_spec(overrides={"name": name, "pairs": 1, "vfs": 2, "dataplane": "none"})
     lab.up(spec)
     from dpulab.state import run_dir
 
@@ -140,7 +140,7 @@ def test_down_after_interrupted_up_without_state(clean_lab):
 
 def test_big_lab(clean_lab):
     name = clean_lab
-    res = run_cli("up", "--name", name, "--pairs", "8", "--vfs", "64")
+    res = run_cli("up", "--name", name, "--dataplane", "none", "--pairs", "8", "--vfs", "64")
     assert res.returncode == 0, res.stderr
     report = verify_json(name)
     assert report["ok"], [c for c in report["checks"] if not c["ok"]][:3]

@@ -54,8 +54,8 @@ def up(
     pairs: Optional[int] = typer.Option(None, help="Host/DPU pairs [2]."),
     vfs: Optional[int] = typer.Option(None, help="Links (VF <-> representor) per pair [16]."),
     naming: Optional[str] = typer.Option(None, help="seed: rep<pair>-<i> (the spec's drawing) | ovnk: rep0-<i> on every DPU."),
-    engine: Optional[str] = typer.Option(None, help="netns: every node a network namespace (default)."),
-    dataplane: Optional[str] = typer.Option(None, help="ovn: OVS + OVN on the DPUs | none: wiring only."),
+    engine: Optional[str] = typer.Option(None, help="netns: every node a network namespace (default) | docker | podman: node containers | kind: a kind cluster."),
+    dataplane: Optional[str] = typer.Option(None, help="ovn: OVS + OVN on the DPUs (default) | none: wiring only."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Per-step timings."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
@@ -88,8 +88,8 @@ def plan(
     pairs: Optional[int] = typer.Option(None, help="Host/DPU pairs."),
     vfs: Optional[int] = typer.Option(None, help="Links per pair."),
     naming: Optional[str] = typer.Option(None, help="seed | ovnk."),
-    engine: Optional[str] = typer.Option(None, help="netns."),
-    dataplane: Optional[str] = typer.Option(None, help="none."),
+    engine: Optional[str] = typer.Option(None, help="netns | docker | podman | kind."),
+    dataplane: Optional[str] = typer.Option(None, help="ovn | none."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Print the ordered actions `up` would take, changing nothing."""
@@ -164,6 +164,8 @@ def schema() -> None:
 # Commands contributed by other modules: each has `register(app)`. One line per module.
 SUBCOMMAND_MODULES = [
     "cli_dataplane",
+    "cli_ovnk",
+    "cli_engines",
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import ipaddress
+import shutil
 import socket
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 NB_SCHEMA = "/usr/share/ovn/ovn-nb.ovsschema"
 SB_SCHEMA = "/usr/share/ovn/ovn-sb.ovsschema"
 ROUTER = "ovn_cluster_router"
+BINARIES = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovn-northd", "ovn-nbctl", "ovn-controller")
 SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
 
 
@@ -138,10 +140,14 @@ class Dataplane:
     # -- bring-up -------------------------------------------------------------------------
     def up(self, socks: Sockets) -> None:
         """Start what is not running and (re)apply configuration; idempotent."""
-        if self.opts.mgmt_vf >= self.topo.spec.vfs:
+        missing = [b for b in BINARIES if shutil.which(b) is None]
+        if missing:
             from .errors import InputError
 
-            raise InputError(f"ovn.mgmt_vf {self.opts.mgmt_vf} needs at least {self.opts.mgmt_vf + 1} vfs")
+            raise InputError(
+                f"the ovn data plane needs {', '.join(missing)} (Debian: openvswitch-switch ovn-central ovn-host; "
+                "scripts/setup.sh installs them), or use --dataplane none"
+            )
         cp = self.topo.control_plane
         tx_checksum_off(self.engine.netns(cp.name), CLUSTER_IFNAME)
         with ThreadPoolExecutor(max_workers=1 + len(self.topo.pairs)) as pool:

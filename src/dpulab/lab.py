@@ -54,6 +54,8 @@ def up(spec: LabSpec, progress: Progress | None = None) -> UpResult:
         state = LabState.load(spec.name)
         if state is not None and state.spec.engine != spec.engine:
             raise InputError(f"lab {spec.name!r} runs on engine {state.spec.engine}; `dpulab down --name {spec.name}` first")
+        if state is not None and state.spec.dataplane == "ovn" and spec.dataplane != "ovn":
+            raise InputError(f"lab {spec.name!r} runs the ovn data plane; `dpulab down --name {spec.name}` to drop it")
         if state is None:
             state = LabState(spec.name, {"created": time.time()})
         topo = Topology(spec)
@@ -108,7 +110,10 @@ def verify(lab: str, traffic: bool = False) -> list[Check]:
     if traffic and not ovn:
         raise InputError(f"lab {lab!r} has no data plane to test; `dpulab up --name {lab} --dataplane ovn`")
     with Sockets() as socks:
-        checks = verify_topology(topo, engine, socks, held=held_vfs(state), dataplane=ovn)
+        for node in topo.nodes:
+            engine.node_status(node, socks)  # a dead node container is one line; container namespaces are relinked
+        # engine.topo: kind, not the spec, gives a kind cluster its addresses
+        checks = verify_topology(engine.topo, engine, socks, held=held_vfs(state), dataplane=ovn)
         if traffic:
             checks += verify_traffic(topo, engine, socks, list(state.pods.values()))
         return checks
@@ -122,7 +127,7 @@ def status(lab: str) -> dict:
     engine = get_engine(spec.engine, topo)
     nodes = []
     with Sockets() as socks:
-        for n in topo.nodes:
+        for n in engine.topo.nodes:
             st = engine.node_status(n, socks) if os.geteuid() == 0 else None
             count = None
             if st is NodeStatus.OURS:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
+from .ovnk.options import OvnkOptions
 
 IFNAMSIZ = 15
 # A lab name becomes namespace, container and kind cluster names: DNS-label safe, short.
@@ -89,6 +90,76 @@ class NameTemplates(_Strict):
         return v
 
 
+PRIVILEGED = ("--privileged",)
+# For machines whose root lacks CAP_SYS_RESOURCE (some sandboxes and CI), where --privileged
+# fails with "unable to apply caps": everything else a privileged container gets.
+NO_SYS_RESOURCE = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined")
+# dpulab sets these itself on every node container.
+_OWN_RUN_OPTIONS = ("--name", "--hostname", "--label", "-l", "--network", "--net", "--ip", "--rm", "--entrypoint")
+
+
+class KindOptions(_Strict):
+    """`kind create cluster` as the spec's Step 3 runs it."""
+
+    node_image: str = Field("kindest/node:v1.34.0", description="kind node image (--image)")
+    kubeconfig: str | None = Field(None, description="kubeconfig kind writes (--kubeconfig); default ~/<name>.conf")
+    retain: bool = Field(True, description="keep the nodes of a failed create for debugging (--retain)")
+
+
+class ContainerOptions(_Strict):
+    """Node containers (engines docker and podman) and the kind cluster (engine kind)."""
+
+    image: str = Field("docker.io/library/busybox:1.36", description="Node image (docker, podman): it only has to run `sleep`")
+    run_options: tuple[str, ...] = Field(
+        PRIVILEGED,
+        description="Extra `run` options of every node container. Where --privileged fails (no CAP_SYS_RESOURCE): "
+        + " ".join(NO_SYS_RESOURCE),
+    )
+    kind: KindOptions = KindOptions()
+
+    @field_validator("run_options")
+    @classmethod
+    def _run_options(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for opt in v:
+            if opt.split("=", 1)[0] in _OWN_RUN_OPTIONS:
+                raise ValueError(f"{opt!r} is set by dpulab itself; it cannot be a run option")
+        return v
+
+
+class Impairment(_Strict):
+    """Impair a pair's VF links, or one link, in both directions (tc on both ends' egress)."""
+
+    pair: int | None = Field(None, ge=0, description="Every VF link of this host/DPU pair (0-based)")
+    vfs: str | None = Field(None, description="With pair: only these VFs, e.g. '3', '2..7', '2,4,8..11'")
+    link: str | None = Field(
+        None, description="One link, by either end as NODE:IFACE without the lab prefix: 'worker:eth0-3', 'worker2:eth0' (cluster port)"
+    )
+    delay: str | None = Field(None, description="One-way delay, e.g. '20ms' (needs the kernel's sch_netem)")
+    jitter: str | None = Field(None, description="Delay variation, e.g. '5ms' (with delay; needs sch_netem)")
+    loss: str | None = Field(None, description="Random loss, e.g. '1%' (needs sch_netem)")
+    rate: str | None = Field(None, description="Rate limit, e.g. '100mbit', '1gbit', '500kbit' (tbf; 'mbps' is bytes/s, as in tc)")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "Impairment":
+        from .netem import parse_percent, parse_rate, parse_time, parse_vf_set
+
+        if (self.pair is None) == (self.link is None):
+            raise ValueError("an impairment names either a pair or a link")
+        if self.vfs is not None and self.pair is None:
+            raise ValueError("vfs goes with pair")
+        if self.link is not None and not re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9_.-]{1,15}", self.link):
+            raise ValueError(f"link {self.link!r}: write NODE:IFACE, e.g. 'worker:eth0-3'")
+        parse_vf_set(self.vfs)
+        for f, parse in (("delay", parse_time), ("jitter", parse_time), ("loss", parse_percent), ("rate", parse_rate)):
+            if getattr(self, f) is not None:
+                parse(getattr(self, f))
+        if not (self.delay or self.loss or self.rate):
+            raise ValueError("an impairment needs delay, loss or rate")
+        if self.jitter and not self.delay:
+            raise ValueError("jitter needs a delay")
+        return self
+
+
 class LabSpec(_Strict):
     """A simulated DPU lab."""
 
@@ -99,12 +170,17 @@ class LabSpec(_Strict):
         "seed", description="seed: DPU p has rep<p>-<i> (the spec's drawing); ovnk: rep0-<i> on every DPU"
     )
     names: NameTemplates = NameTemplates()
-    engine: Literal["netns"] = "netns"
-    dataplane: Literal["none", "ovn"] = Field(
-        "none", description="none: wiring only | ovn: OVS + OVN on the DPUs, pods on VFs"
+    engine: Literal["netns", "docker", "podman", "kind"] = Field(
+        "netns", description="netns: namespaces only | docker, podman: node containers | kind: a kind cluster"
+    )
+    dataplane: Literal["ovn", "none"] = Field(
+        "ovn", description="ovn: OVS + OVN on the DPUs, pods on VFs (default) | none: wiring only"
     )
     cluster: ClusterNetwork = ClusterNetwork()
     ovn: DataplaneOptions = DataplaneOptions()
+    ovnk: OvnkOptions = Field(OvnkOptions(), description="OVN-Kubernetes deployment (kind engine), the spec's Step 8 flags")
+    containers: ContainerOptions = ContainerOptions()
+    impairments: tuple[Impairment, ...] = Field((), description="Link impairments (delay, jitter, loss, rate), applied by `up`")
 
     @field_validator("name")
     @classmethod
@@ -130,9 +206,28 @@ class LabSpec(_Strict):
                 name = fill(template, 0, index)
                 if name in (CLUSTER_IFNAME, "lo"):
                     raise ValueError(f"{where} interface name {name!r} collides with the node's own {name}")
+        if self.dataplane == "ovn" and self.vfs <= max(1, self.ovn.mgmt_vf):
+            raise ValueError(
+                f"the ovn data plane needs at least {max(1, self.ovn.mgmt_vf) + 1} vfs "
+                f"(VF 0 is the gateway link, VF {self.ovn.mgmt_vf} the management port)"
+            )
         net = ipaddress.ip_network(self.cluster.subnet)
         if net.num_addresses - 3 < 1 + 2 * self.pairs:
             raise ValueError(f"cluster subnet {net} is too small for {self.pairs} pairs")
+        return self
+
+    @model_validator(mode="after")
+    def _impairments_fit(self) -> "LabSpec":
+        from .netem import parse_vf_set
+
+        for k, imp in enumerate(self.impairments):
+            if imp.pair is not None and imp.pair >= self.pairs:
+                raise ValueError(f"impairments[{k}]: pair {imp.pair} does not exist (pairs 0..{self.pairs - 1})")
+            if imp.vfs is not None:
+                try:
+                    parse_vf_set(imp.vfs, self.vfs)
+                except ValueError as e:
+                    raise ValueError(f"impairments[{k}].vfs: {e}") from None
         return self
 
 
