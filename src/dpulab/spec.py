@@ -191,6 +191,16 @@ class LabSpec(_Strict):
             )
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_dataplane(cls, data: Any) -> Any:
+        """On kind, OVN-Kubernetes in the cluster is the data plane (`dpulab ovnk`), not dpulab's own."""
+        if isinstance(data, dict) and data.get("engine") == "kind":
+            if data.get("dataplane", "none") != "none":
+                raise ValueError("on the kind engine OVN-Kubernetes is the data plane (`dpulab ovnk deploy`): dataplane must be none")
+            data = {**data, "dataplane": "none"}
+        return data
+
     @model_validator(mode="after")
     def _fits(self) -> "LabSpec":
         from .topology import interface_names  # the one place names are made

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+from ..errors import DpulabError, InputError
 from .base import Engine, NodeStatus
 
 if TYPE_CHECKING:
     from ..topology import Topology
 
-__all__ = ["Engine", "NodeStatus", "get_engine", "ENGINES"]
+__all__ = ["Engine", "NodeStatus", "get_engine", "ENGINES", "container_engine"]
 
 
 def _netns() -> type[Engine]:
@@ -19,7 +21,45 @@ def _netns() -> type[Engine]:
     return NetnsEngine
 
 
-ENGINES = {"netns": _netns}
+def _container(binary: str):
+    def factory():
+        from functools import partial
+
+        from .container import ContainerEngine
+
+        return partial(ContainerEngine, binary=binary)
+
+    return factory
+
+
+def _kind():
+    from .kind import KindEngine
+
+    return KindEngine
+
+
+ENGINES = {"netns": _netns, "docker": _container("docker"), "podman": _container("podman"), "kind": _kind}
+CONTAINER_ENGINE_ENV = "DPULAB_CONTAINER_ENGINE"
+
+
+def container_engine() -> str:
+    """docker or podman, for kind's nodes: $DPULAB_CONTAINER_ENGINE, else the first that answers."""
+    forced = os.environ.get(CONTAINER_ENGINE_ENV)
+    if forced:
+        if forced not in ("docker", "podman"):
+            raise InputError(f"{CONTAINER_ENGINE_ENV}={forced!r}: it must be docker or podman")
+        return forced
+    from .container import Cli
+
+    why = []
+    for binary in ("docker", "podman"):
+        if shutil.which(binary) is None:
+            why.append(f"{binary} is not installed")
+        elif Cli(binary).answers():
+            return binary
+        else:
+            why.append(f"{binary} does not answer (daemon not running?)")
+    raise DpulabError(f"no container engine: {'; '.join(why)}")
 
 
 def get_engine(name: str, topo: "Topology", options: dict | None = None) -> Engine:

@@ -1,0 +1,161 @@
+"""Real container engines for the engine tests, never the machine's own docker.
+
+A private dockerd (scripts/docker-engine.sh) on its own socket, podman where it can run
+here, and a local busybox node image (no registry is reachable in CI). Labs made with
+them are downed afterwards and checked for leftovers: containers, networks, namespace
+links, interfaces, run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from dpulab.spec import NO_SYS_RESOURCE
+
+from .conftest import ROOT, netns_names, root_links_of
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "docker-engine.sh"
+DAEMON = "dpulab-docker"
+DOCKER_HOST = f"unix:///run/{DAEMON}.sock"
+IMAGE = "dpulab-node:test"
+CAP_SYS_RESOURCE = 24
+
+
+def run_options() -> list[str]:
+    """--privileged (the default) where root may use it, else the documented capability set."""
+    bounding = int(next(ln for ln in open("/proc/self/status") if ln.startswith("CapBnd:")).split()[1], 16)
+    return ["--privileged"] if bounding >> CAP_SYS_RESOURCE & 1 else list(NO_SYS_RESOURCE)
+
+
+def dpulab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess, with extra environment."""
+    return subprocess.run([sys.executable, "-m", "dpulab", *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def one_line_error(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode != 0, res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dpulab: error: "), res.stderr
+    return lines[0]
+
+
+def engine(binary: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([binary, *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> Iterator[str]:
+    """A private dockerd with the node image; stopped afterwards if this session started it."""
+    if not ROOT:
+        pytest.skip("needs root")
+    for tool in ("dockerd", "docker"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install docker.io busybox-static)")
+    old = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = DOCKER_HOST
+    started = engine("docker", "version").returncode != 0
+    try:
+        subprocess.run([str(SCRIPT), "start", DAEMON], check=True, capture_output=True)
+        if engine("docker", "image", "inspect", IMAGE).returncode != 0:
+            subprocess.run([str(SCRIPT), "image", DAEMON, IMAGE], check=True, capture_output=True)
+        yield DOCKER_HOST
+    finally:
+        if started:
+            subprocess.run([str(SCRIPT), "stop", DAEMON], check=False)
+        if old is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = old
+
+
+@pytest.fixture(scope="session")
+def podman_ready(tmp_path_factory) -> Iterator[None]:
+    """podman with the node image; where crun cannot run (hybrid cgroups), runc via CONTAINERS_CONF."""
+    if not ROOT:
+        pytest.skip("needs root")
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (apt-get install podman)")
+    old = os.environ.get("CONTAINERS_CONF")
+    if engine("podman", "image", "inspect", IMAGE).returncode != 0:
+        subprocess.run([str(SCRIPT), "image", DAEMON, IMAGE], check=True, capture_output=True, env={**os.environ, "OCI_BIN": "podman"})
+    probe = ["run", "--rm", "--network", "none", *run_options(), IMAGE, "true"]
+    if engine("podman", *probe).returncode != 0:
+        conf = tmp_path_factory.mktemp("podman") / "containers.conf"
+        conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n[engine]\nruntime = "runc"\n')
+        os.environ["CONTAINERS_CONF"] = str(conf)
+        res = engine("podman", *probe)
+        if res.returncode != 0:
+            pytest.skip(f"podman cannot run a container here, even with runc: {res.stderr.strip().splitlines()[-1:]}")
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CONTAINERS_CONF", None)
+        else:
+            os.environ["CONTAINERS_CONF"] = old
+
+
+def lab_file(path: Path, name: str, engine_name: str, subnet: str, **extra) -> Path:
+    """A lab file on a container engine: small, no data plane, the local node image."""
+    data = {
+        "name": name,
+        "engine": engine_name,
+        "dataplane": "none",
+        "pairs": 1,
+        "vfs": 2,
+        "cluster": {"subnet": subnet},
+        "containers": {"image": IMAGE, "run_options": run_options()},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            data.setdefault(key, {}).update(value)
+        else:
+            data[key] = value
+    f = path / f"{name}.yaml"
+    f.write_text(yaml.safe_dump(data))
+    return f
+
+
+def new_name(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:6]
+
+
+def ours(binary: str, what: str, label: str) -> list[str]:
+    """Containers (`ps`) or networks (`network`) carrying a label, by name."""
+    argv = ["ps", "-a"] if what == "ps" else ["network", "ls"]
+    res = engine(binary, *argv, "--filter", f"label={label}", "--format", "{{.Names}}" if what == "ps" else "{{.Name}}")
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split()
+
+
+@contextmanager
+def downed_after(name: str, binary: str, env: dict[str, str] | None = None, label: str = "dpulab.lab") -> Iterator[str]:
+    """Yields the lab name; afterwards `dpulab down` must leave nothing of it anywhere."""
+    try:
+        yield name
+    finally:
+        res = dpulab("down", "--name", name, env=env)
+        assert res.returncode == 0, res.stderr
+        assert not ours(binary, "ps", f"{label}={name}"), "containers left behind"
+        assert not ours(binary, "network", f"dpulab.lab={name}"), "networks left behind"
+        assert not {n for n in netns_names() if n.startswith(name + "-")}, "namespace links left behind"
+        assert not root_links_of(name), "interfaces left in the root namespace"
+        assert not Path(f"/run/dpulab/{name}").exists(), "run directory left behind"
+
+
+def inspect(binary: str, name: str) -> dict:
+    res = engine(binary, "inspect", "--type", "container", name)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)[0]
