@@ -47,6 +47,16 @@ def _spec_from(
     return load_spec(file, flags)
 
 
+@app.callback()
+def _global_options(
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors (every command)."),
+    no_color: bool = typer.Option(False, "--no-color", help="No colour (as NO_COLOR=1); colour is only used on a terminal anyway."),
+) -> None:
+    out.quiet = out.quiet or quiet
+    if no_color:
+        out.no_color = err.no_color = True
+
+
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def up(
     file: Optional[Path] = typer.Option(None, "-f", "--file", help="Lab file (YAML); flags override it."),
@@ -65,11 +75,15 @@ def up(
     """
     spec = _spec_from(file, name, pairs, vfs, naming, engine, dataplane)
 
-    def progress(step: str, n: int) -> None:
-        if verbose:
-            err.print(f"  {step}: {n} action(s)")
+    from .cli_ops import spinner
 
-    res = lablib.up(spec, progress)
+    with spinner(f"lab {spec.name}: planning…", quiet=quiet) as status:
+        def progress(step: str, n: int) -> None:
+            status(f"lab {spec.name}: {step} ✓ ({n}), working…")
+            if verbose:
+                err.print(f"  {step}: {n} action(s)")
+
+        res = lablib.up(spec, progress)
     if quiet:
         return
     if not res.plan:
@@ -121,7 +135,10 @@ def verify(
     as_json: bool = JsonOpt,
 ) -> None:
     """Check the lab against the kernel: wiring, peers, isolation, reachability."""
-    checks = lablib.verify(name, traffic)
+    from .cli_ops import spinner
+
+    with spinner(f"verifying lab {name}" + (" (with traffic)…" if traffic else "…")):
+        checks = lablib.verify(name, traffic)
     failed = [c for c in checks if not c.ok]
     if as_json:
         out.print_json(json.dumps({"lab": name, "ok": not failed, "checks": [c.as_dict() for c in checks]}))
@@ -166,6 +183,7 @@ SUBCOMMAND_MODULES = [
     "cli_dataplane",
     "cli_ovnk",
     "cli_engines",
+    "cli_ops",
 ]
 
 

@@ -68,6 +68,12 @@ def up(spec: LabSpec, progress: Progress | None = None) -> UpResult:
             plan.apply(socks, progress)
             t2 = time.perf_counter()
             timings = {"plan": t1 - t0, "wiring": t2 - t1}
+            if spec.impairments or state.data.get("impairments"):
+                from .netem import converge  # the lab file's `impairments:`, with tc
+
+                changed = converge(topo, engine, state, socks)
+                if progress:
+                    progress("impairments", changed["set"] + changed["cleared"])
             if spec.dataplane == "ovn":
                 from .dataplane import Dataplane
 

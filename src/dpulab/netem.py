@@ -170,10 +170,10 @@ class NetemMissing(DpulabError):
 
 
 def netem_missing_message(iface: str = "", ns: str = "") -> str:
-    where = f" ({ns}/{iface})" if iface else ""
+    where = f"{ns}/{iface}: " if iface else ""
     return (
-        f"delay, jitter and loss need the kernel's netem qdisc (module {NETEM_MODULE}), which this kernel "
-        f"lacks ({NETEM_CONFIG} is not set){where}; rate alone works (tbf)"
+        f"{where}delay, jitter and loss need the kernel's netem qdisc, which this kernel does not have "
+        f"(module {NETEM_MODULE}, {NETEM_CONFIG}); rate alone works (tbf)"
     )
 
 

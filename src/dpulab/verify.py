@@ -224,4 +224,7 @@ def verify_traffic(topo: Topology, engine: "Engine", socks: Sockets, pods: list[
         if mine:
             detail += f"; {len(mine) - len(unreached)}/{len(mine)} own pods reached"
         checks.append(Check("host -> pods via DPU", host, ok, detail))
+    from .netem import impairment_checks  # measured RTT and loss, next to the impairments on the path
+
+    checks += impairment_checks(topo, engine, live)
     return checks
