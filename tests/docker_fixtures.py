@@ -8,6 +8,8 @@ links, interfaces, run directory.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -57,7 +59,11 @@ def engine(binary: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
-    """A private dockerd with the node image; stopped afterwards if this session started it."""
+    """A private dockerd with the node image, shared by concurrent test sessions.
+
+    Each session holds a shared lock on it; the last one out stops it, if a test session
+    started it (one started by CI or by hand is left running).
+    """
     if not ROOT:
         pytest.skip("needs root")
     for tool in ("dockerd", "docker"):
@@ -65,15 +71,25 @@ def docker_host() -> Iterator[str]:
             pytest.skip(f"{tool} is not installed (apt-get install docker.io busybox-static)")
     old = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = DOCKER_HOST
-    started = engine("docker", "version").returncode != 0
+    users = os.open(f"/run/{DAEMON}.users", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    by_tests = Path(f"/run/{DAEMON}.by-tests")
     try:
+        fcntl.flock(users, fcntl.LOCK_SH)  # waits while a last session stops it
+        if engine("docker", "version").returncode != 0:
+            by_tests.touch()
         subprocess.run([str(SCRIPT), "start", DAEMON], check=True, capture_output=True)
         if engine("docker", "image", "inspect", IMAGE).returncode != 0:
             subprocess.run([str(SCRIPT), "image", DAEMON, IMAGE], check=True, capture_output=True)
         yield DOCKER_HOST
     finally:
-        if started:
-            subprocess.run([str(SCRIPT), "stop", DAEMON], check=False)
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if by_tests.exists():
+                subprocess.run([str(SCRIPT), "stop", DAEMON], check=False)
+                by_tests.unlink()
+        except BlockingIOError:
+            pass  # another session still uses it
+        os.close(users)
         if old is None:
             os.environ.pop("DOCKER_HOST", None)
         else:
@@ -107,7 +123,13 @@ def podman_ready(tmp_path_factory) -> Iterator[None]:
             os.environ["CONTAINERS_CONF"] = old
 
 
-def lab_file(path: Path, name: str, engine_name: str, subnet: str, **extra) -> Path:
+def subnet_of(name: str) -> str:
+    """A /24 per lab name, so that concurrent test sessions' networks do not overlap."""
+    h = int(hashlib.sha256(name.encode()).hexdigest(), 16)
+    return f"10.{200 + h % 50}.{h // 50 % 256}.0/24"
+
+
+def lab_file(path: Path, name: str, engine_name: str, **extra) -> Path:
     """A lab file on a container engine: small, no data plane, the local node image."""
     data = {
         "name": name,
@@ -115,7 +137,7 @@ def lab_file(path: Path, name: str, engine_name: str, subnet: str, **extra) -> P
         "dataplane": "none",
         "pairs": 1,
         "vfs": 2,
-        "cluster": {"subnet": subnet},
+        "cluster": {"subnet": subnet_of(name)},
         "containers": {"image": IMAGE, "run_options": run_options()},
     }
     for key, value in extra.items():

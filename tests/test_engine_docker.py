@@ -53,7 +53,7 @@ def binary(request) -> str:
 def test_up_verify_up_again_down(binary, tmp_path):
     """The whole life of a lab; `down` (in downed_after) must leave nothing behind."""
     with downed_after(new_name("tdock"), binary) as name:
-        f = lab_file(tmp_path, name, binary, "10.213.1.0/24", pairs=2, vfs=3)
+        f = lab_file(tmp_path, name, binary, pairs=2, vfs=3)
         res = dpulab("up", "-f", str(f))
         assert res.returncode == 0, res.stderr
         report = verify_ok(name)
@@ -81,7 +81,7 @@ def test_up_verify_up_again_down(binary, tmp_path):
 def test_converge_keeps_what_is_right(docker_host, tmp_path):
     """More pairs and VFs add just those; fewer remove just those; changed settings replace nodes."""
     with downed_after(new_name("tdock"), "docker") as name:
-        f = lab_file(tmp_path, name, "docker", "10.213.2.0/24", pairs=1, vfs=2)
+        f = lab_file(tmp_path, name, "docker", pairs=1, vfs=2)
         assert dpulab("up", "-f", str(f)).returncode == 0
         first = {n: inspect("docker", n)["Id"] for n in (f"{name}-worker", f"{name}-worker2")}
         res = dpulab("up", "--name", name, "--pairs", "2", "--vfs", "3")
@@ -92,7 +92,7 @@ def test_converge_keeps_what_is_right(docker_host, tmp_path):
         assert dpulab("up", "--name", name, "--pairs", "1").returncode == 0
         assert engine("docker", "inspect", f"{name}-worker3").returncode != 0, "surplus node removed"
         assert not namespaces.exists(f"{name}-worker4")
-        changed = lab_file(tmp_path, name, "docker", "10.213.2.0/24", pairs=1, vfs=3,
+        changed = lab_file(tmp_path, name, "docker", pairs=1, vfs=3,
                            containers={"run_options": [*run_options(), "--cap-add", "NET_ADMIN"]})
         res = dpulab("up", "-f", str(changed))
         assert res.returncode == 0, res.stderr
@@ -102,7 +102,7 @@ def test_converge_keeps_what_is_right(docker_host, tmp_path):
 
 def test_dead_node_is_one_line_and_up_rewires_it(docker_host, tmp_path):
     with downed_after(new_name("tdock"), "docker") as name:
-        assert dpulab("up", "-f", str(lab_file(tmp_path, name, "docker", "10.213.3.0/24"))).returncode == 0
+        assert dpulab("up", "-f", str(lab_file(tmp_path, name, "docker"))).returncode == 0
         dpu = f"{name}-worker2"
         subprocess.run(["docker", "kill", dpu], check=True, capture_output=True)
         for cmd in (("verify", "--name", name), ("up", "--name", name)):
@@ -122,7 +122,7 @@ def test_foreign_container_and_network_are_left_alone(docker_host, tmp_path):
                    check=True, capture_output=True)
     try:
         with downed_after(name, "docker"):
-            res = dpulab("up", "-f", str(lab_file(tmp_path, name, "docker", "10.213.4.0/24")))
+            res = dpulab("up", "-f", str(lab_file(tmp_path, name, "docker")))
             assert "not part of lab" in one_line_error(res) and res.returncode == 3
             assert not ours("docker", "ps", f"dpulab.lab={name}"), "nothing made"
         assert inspect("docker", node)["State"]["Running"], "`down` left the foreign container alone"
@@ -132,7 +132,7 @@ def test_foreign_container_and_network_are_left_alone(docker_host, tmp_path):
 
 def test_missing_image_is_one_line(docker_host, tmp_path):
     with downed_after(new_name("tdock"), "docker") as name:
-        f = lab_file(tmp_path, name, "docker", "10.213.5.0/24", containers={"image": "dpulab-no-such-image:none"})
+        f = lab_file(tmp_path, name, "docker", containers={"image": "dpulab-no-such-image:none"})
         line = one_line_error(dpulab("up", "-f", str(f)))
         assert "image dpulab-no-such-image:none is not in docker and cannot be pulled" in line
 
@@ -140,7 +140,7 @@ def test_missing_image_is_one_line(docker_host, tmp_path):
 @needs_root
 def test_engine_missing_or_not_running_is_one_line(tmp_path):
     name = new_name("tdock")
-    f = lab_file(tmp_path, name, "docker", "10.213.6.0/24")
+    f = lab_file(tmp_path, name, "docker")
     try:
         line = one_line_error(dpulab("up", "-f", str(f), env={"PATH": str(tmp_path)}))
         assert "docker is not installed" in line
