@@ -131,8 +131,8 @@ def link_actions(topo: Topology, engine: "Engine", socks: Sockets, obs: Observed
                     if info is not None:
                         actions.append(_delete(ns, node, info.name))
                 actions.append(_create(topo, engine, link))
-                actions.append(_set_vf(engine, link, lab, host=True))
-                actions.append(_set_vf(engine, link, lab, host=False))
+                actions.append(_mark_new(engine, link, lab, host=True))
+                actions.append(_mark_new(engine, link, lab, host=False))
                 continue
             if not hl.up or hl.mac != link.host_mac or hl.alias != vf_mark(lab, link):
                 actions.append(_set_vf(engine, link, lab, host=True))
@@ -171,6 +171,17 @@ def _set_vf(engine: "Engine", link: Link, lab: str, *, host: bool) -> Action:
     else:
         ns, node, name, mac, alias = engine.netns(link.dpu), link.dpu, link.rep_ifname, link.rep_mac, rep_mark(lab, link)
     return Action(SET_LINK, f"{node}/{name}", "up, MAC, mark", lambda s: s(ns).set_link(name, up=True, mac=mac, alias=alias))
+
+
+def _mark_new(engine: "Engine", link: Link, lab: str, *, host: bool) -> Action:
+    """Finish a veth just created: the create already set both MACs and brought the host
+    end up (the peer cannot be: see netlink.veth_msg), so what is left is the mark on
+    each end and the representor's UP."""
+    if host:
+        ns, node, name, alias = engine.netns(link.host), link.host, link.host_ifname, vf_mark(lab, link)
+        return Action(SET_LINK, f"{node}/{name}", "mark", lambda s: s(ns).set_link(name, alias=alias))
+    ns, node, name, alias = engine.netns(link.dpu), link.dpu, link.rep_ifname, rep_mark(lab, link)
+    return Action(SET_LINK, f"{node}/{name}", "up, mark", lambda s: s(ns).set_link(name, up=True, alias=alias))
 
 
 def make_plan(topo: Topology, engine: "Engine", socks: Sockets, held: dict[tuple[str, int], str] | None = None) -> Plan:

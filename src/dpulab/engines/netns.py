@@ -25,7 +25,7 @@ def ns_status(lab: str, ns: str, socks: Sockets) -> NodeStatus:
     if not namespaces.exists(ns):
         return NodeStatus.MISSING
     try:
-        lo = socks(ns).links().get("lo")
+        lo = socks(ns).link("lo")
     except OSError:
         return NodeStatus.FOREIGN
     return NodeStatus.OURS if lo is not None and lo.alias == node_mark(lab, ns) else NodeStatus.FOREIGN
@@ -174,7 +174,7 @@ class NetnsEngine(Engine):
             except OSError:
                 continue
             try:
-                lo = r.links().get("lo")
+                lo = r.link("lo")
             finally:
                 r.close()
             if lo is not None and lo.alias == prefix + ns:
