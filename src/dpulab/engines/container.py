@@ -336,7 +336,11 @@ class ContainerEngine(Engine):
             return
         for n in names:
             socks.forget(n)
-        self.cli.run(*FORCE_RM[self.cli.binary], *names)
+        res = self.cli.run(*FORCE_RM[self.cli.binary], *names, check=False)
+        if res.returncode != 0:
+            left = [n for n, info in self.cli.inspect(names).items() if (info.get("State") or {}).get("Status") != "removing"]
+            if left:  # anything but a removal already under way
+                raise DpulabError(f"{self.cli.binary} rm {', '.join(left)} failed: {last_line(res.stderr)}")
         for n in names:
             unlink_netns(n)
         self.changed()
