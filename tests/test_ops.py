@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from dpulab import netem
+from dpulab import netem, probe
 
 from .conftest import DPULAB, needs_root, run_cli
 
@@ -129,22 +129,43 @@ def test_netem_rate_set_show_clear(lab):
 
 @needs_root
 @needs_tc
-def test_netem_delay_and_loss(lab):
-    """delay/jitter/loss are netem's; without it the command says so in one line."""
+def test_netem_loss_drops_and_clear_restores(lab):
+    """Loss works with netem or, without it, as a BPF filter on clsact egress."""
     name = lab
-    ns = f"{name}-worker2"
-    res = run_cli("netem", "set", ns, "eth0", "--delay", "30ms", "--loss", "1%")
+    cp, dpu_ns, dpu_ip = f"{name}-control-plane", f"{name}-worker2", "172.18.0.4"
+    res = run_cli("netem", "set", dpu_ns, "eth0", "--loss", "100%", "--rate", "20mbit")
+    assert res.returncode == 0, res.stderr
+    assert "loss 100%, rate 20mbit" in res.stdout
+    rows = json.loads(run_cli("netem", "show", dpu_ns, "--json").stdout)
+    assert [(r["iface"], r["loss"], r["rate"]) for r in rows] == [("eth0", "100%", "20mbit")]
+    # the DPU's replies leave through its impaired eth0: nothing comes back
+    m = netem.measure([(cp, dpu_ip)], count=3, timeout=0.5)[(cp, dpu_ip)]
+    assert m.sent == 3 and not m.rtts and m.loss_pct == 100
+    assert run_cli("netem", "clear", dpu_ns, "eth0").returncode == 0
+    assert tc_qdisc(dpu_ns, "eth0").split()[1] == "noqueue"  # no tbf, and no clsact left behind
+    probe.ping([(cp, dpu_ip)], timeout=2.0, tries=4)  # the neighbour entry failed meanwhile: resolve it again
+    m = netem.measure([(cp, dpu_ip)], count=3, timeout=1.0)[(cp, dpu_ip)]
+    assert len(m.rtts) == 3, m.describe()
+
+
+@needs_root
+@needs_tc
+def test_netem_delay(lab):
+    """Delay and jitter are netem's alone: without it, one line naming the module, nothing changed."""
+    name = lab
+    ns, cp = f"{name}-worker2", f"{name}-control-plane"
+    assert run_cli("netem", "set", ns, "eth0", "--rate", "50mbit").returncode == 0
+    res = run_cli("netem", "set", ns, "eth0", "--delay", "30ms", "--jitter", "1ms")
     if not netem.netem_supported(ns):
         assert res.returncode == 1
         lines = res.stderr.strip().splitlines()
-        assert len(lines) == 1 and "sch_netem" in lines[0] and "rate alone works" in lines[0]
-        assert "netem" not in tc_qdisc(ns, "eth0")
+        assert len(lines) == 1 and "sch_netem" in lines[0] and "CONFIG_NET_SCH_NETEM" in lines[0], res.stderr
+        assert "rate 50Mbit" in tc_qdisc(ns, "eth0"), "a refused setting changes nothing"
         pytest.skip("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is not set): the delay path cannot run here")
     assert res.returncode == 0, res.stderr
     assert re.search(r"qdisc netem .*delay 30", tc_qdisc(ns, "eth0"))
     # the delay shows in a measured round trip from the control plane (one direction delayed)
-    got = netem.measure([(f"{name}-control-plane", "172.18.0.4")], count=3, timeout=2.0)
-    m = got[(f"{name}-control-plane", "172.18.0.4")]
+    m = netem.measure([(cp, "172.18.0.4")], count=3, timeout=2.0)[(cp, "172.18.0.4")]
     assert m.rtts and min(m.rtts) >= 25, m.describe()
     assert run_cli("netem", "clear", ns, "eth0").returncode == 0
 

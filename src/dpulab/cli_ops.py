@@ -272,8 +272,9 @@ def graph_cmd(
 # -- netem ------------------------------------------------------------------------------
 netem_app = typer.Typer(
     help="Link impairments (delay, jitter, loss, rate) with tc, on one interface's egress.\n\n"
-    "A rate alone is a token bucket (tbf); delay, jitter and loss need the kernel's netem "
-    "qdisc (sch_netem). Lab files set impairments with `impairments:`, applied by `up`.",
+    "A rate alone is a token bucket (tbf); delay, jitter and loss go to the kernel's netem "
+    "qdisc (sch_netem). Without netem, loss is a BPF filter (cls_bpf on clsact egress) and "
+    "delay/jitter fail. Lab files set impairments with `impairments:`, applied by `up`.",
     no_args_is_help=True,
 )
 
@@ -311,7 +312,7 @@ def netem_set(
     iface: str = typer.Argument(..., help="Interface, e.g. eth0, eth0-3, rep1-3, w2."),
     delay: Optional[str] = typer.Option(None, "--delay", help="e.g. 20ms (netem)."),
     jitter: Optional[str] = typer.Option(None, "--jitter", help="e.g. 5ms, with --delay (netem)."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="e.g. 1% (netem)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="e.g. 1% (netem, else a BPF filter)."),
     rate: Optional[str] = typer.Option(None, "--rate", help="e.g. 100mbit, 1gbit, 500kbit (tbf, or netem's own with delay/loss)."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Lab name (default: the lab that has NODE)."),
     quiet: bool = QuietOpt,
@@ -323,9 +324,9 @@ def netem_set(
     w = where(node, name)
     _require_ns(w)
     li = _iface(w, iface)
-    netem.set_one(w.ns, iface, p, li.mtu)
+    how = netem.set_one(w.ns, iface, p, li.mtu)
     if not quiet:
-        out.print(f"{w.name} {iface}: {p.describe()} ({'netem' if p.needs_netem else 'tbf'})", markup=False)
+        out.print(f"{w.name} {iface}: {p.describe()} ({how})", markup=False)
 
 
 @netem_app.command("clear")

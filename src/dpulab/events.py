@@ -161,10 +161,14 @@ class Watcher:
 
     # -- what to watch ----------------------------------------------------------------------
     def _topology(self) -> tuple[Topology, Any]:
+        """The lab's topology and engine, made again only when its spec changes."""
         from .engines import get_engine
 
-        topo = Topology(self.state.spec)
-        return topo, get_engine(self.state.spec.engine, topo)
+        spec = self.state.spec
+        if getattr(self, "_cached", None) is None or self._cached[0] != spec:
+            topo = Topology(spec)
+            self._cached = (spec, topo, get_engine(spec.engine, topo))
+        return self._cached[1], self._cached[2]
 
     def _wanted(self) -> dict[str, str]:
         topo, engine = self._topology()

@@ -502,15 +502,15 @@ def _node_dot(n: GNode) -> str:
     return f"  {n.id} [{', '.join(attrs)}];"
 
 
-def to_dot(g: LabGraph) -> str:
+def to_dot(g: LabGraph, *, title: bool = True) -> str:
     legend = " · ".join(f'<font color="{c}">━ {s}</font>' for s, c in EDGE_COLOUR.items() if (g.mode == "live") != (s == "planned"))
     legend += " · ⚠ impairment (tc) · ✓/✗ daemon running" if g.mode == "live" else ""
-    title = (f"<<b>{_h(g.title)}</b>" + (f'<br align="left"/><font point-size="10">{_h(g.note)}</font>' if g.note else "")
+    title_label = (f"<<b>{_h(g.title)}</b>" + (f'<br align="left"/><font point-size="10">{_h(g.note)}</font>' if g.note else "")
              + f'<br align="left"/><font point-size="9">{legend}</font><br align="left"/>>')
     out = [
         f"graph {_dq(g.lab)} {{",
         f'  graph [rankdir=LR, newrank=true, fontname="Helvetica", fontsize=13, labelloc=t, labeljust=l, '
-        f'label={title}, nodesep=0.35, ranksep=1.0, pad=0.3, bgcolor="white"];',
+        f'label={title_label if title else _dq("")}, nodesep=0.35, ranksep=1.0, pad=0.3, bgcolor="white"];',
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, penwidth=1.3, margin="0.12,0.06"];',
         '  edge [fontname="Helvetica", fontsize=9, penwidth=1.4];',
     ]
@@ -556,8 +556,8 @@ def render_dot(dot_text: str, fmt: str) -> bytes:
     return res.stdout
 
 
-def to_svg(g: LabGraph) -> str:
-    svg = render_dot(to_dot(g), "svg").decode()
+def to_svg(g: LabGraph, *, title: bool = True) -> str:
+    svg = render_dot(to_dot(g, title=title), "svg").decode()
     return svg[svg.index("<svg"):] if "<svg" in svg else svg
 
 
@@ -576,7 +576,7 @@ th{background:#f5f5f5} .up{color:#2e7d32} .partial{color:#ef6c00} .down{color:#c
 
 def to_html(g: LabGraph) -> str:
     try:
-        drawing = to_svg(g)
+        drawing = to_svg(g, title=False)  # the page has the title and the legend
     except DpulabError as e:
         drawing = f"<p>{_h(str(e))}</p><pre>{_h(to_mermaid(g))}</pre>"
     chips = "".join(f"<span>{_h(str(k).replace('_', ' '))}: {_h(str(v))}</span>" for k, v in g.summary.items()

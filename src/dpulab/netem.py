@@ -1,14 +1,16 @@
 """Link impairments: delay, jitter, loss and rate, applied with `tc` on the lab's interfaces.
 
-A rate alone is a token bucket (`tbf`); delay, jitter and loss need the kernel's network
+A rate alone is a token bucket (`tbf`); delay, jitter and loss go to the kernel's network
 emulator (`netem`, module sch_netem). Kernels built without it (CONFIG_NET_SCH_NETEM not
-set) refuse the qdisc; that is reported as one line naming the module, and rate still works.
+set) refuse that qdisc: loss then falls back to a classic-BPF filter on the interface's
+clsact egress hook (cls_bpf, direct action: drop at random), and delay or jitter fail with
+one line naming the missing module. Rate works everywhere.
 
-Every qdisc is the interface's root qdisc, on its egress: impairing one interface slows
-one direction. A lab file's rules (`impairments:`) name a pair's VF links or one link, and
-are applied to both ends of each (each direction); `dpulab netem set` works on one
-interface at a time, as `tc` does. `tc` runs inside the node's namespace through
-`nsenter`, one `tc -batch` per namespace, always as an argv list.
+Everything acts on an interface's egress: impairing one interface slows one direction.
+A lab file's rules (`impairments:`) name a pair's VF links or one link and are applied to
+both ends of each (both directions); `dpulab netem set` works on one interface, as `tc`
+does. `tc` runs inside the node's namespace through `nsenter`, one `tc -batch` per
+namespace, always as an argv list.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ NETEM_MODULE = "sch_netem"
 NETEM_CONFIG = "CONFIG_NET_SCH_NETEM"
 # what tc (or the kernel through it) says when a qdisc kind does not exist
 _UNKNOWN_QDISC = ("specified qdisc kind is unknown", "unknown qdisc", "unknown qdisc kind")
-_ROOT_GONE = ("cannot delete qdisc with handle of zero", "no such file or directory", "invalid handle")
 
 # -- units -------------------------------------------------------------------------------
 _TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|usec|ms|msec|s|sec)\s*$", re.I)
@@ -172,8 +173,8 @@ class NetemMissing(DpulabError):
 def netem_missing_message(iface: str = "", ns: str = "") -> str:
     where = f"{ns}/{iface}: " if iface else ""
     return (
-        f"{where}delay, jitter and loss need the kernel's netem qdisc, which this kernel does not have "
-        f"(module {NETEM_MODULE}, {NETEM_CONFIG}); rate alone works (tbf)"
+        f"{where}delay and jitter need the kernel's netem qdisc, which this kernel does not have "
+        f"(module {NETEM_MODULE}, {NETEM_CONFIG}); rate (tbf) and loss (BPF filter) work without it"
     )
 
 
@@ -185,11 +186,12 @@ def _tc_binary() -> str:
 
 
 def tc(ns: str, *args: str, batch: Iterable[str] | None = None) -> subprocess.CompletedProcess:
-    """`tc ARGS` inside a namespace (or `tc -force -batch -` fed `batch`): argv, never a shell."""
+    """`tc ARGS` inside a namespace (or `tc -batch -` fed `batch`, which stops at the first
+    failure): argv, never a shell."""
     argv = ["nsenter", f"--net={namespaces.path(ns)}", "--", _tc_binary(), *args]
     stdin = None
     if batch is not None:
-        argv += ["-force", "-batch", "-"]
+        argv += ["-batch", "-"]
         stdin = "".join(line + "\n" for line in batch)
     try:
         return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
@@ -210,54 +212,34 @@ def _is_unknown_qdisc(text: str) -> bool:
     return any(s in low for s in _UNKNOWN_QDISC)
 
 
-def apply(ns: str, settings: dict[str, Params | None], mtus: dict[str, int] | None = None) -> None:
-    """Set (Params) or clear (None) the root qdisc of each interface in one namespace."""
-    if not settings:
-        return
-    lines = []
-    for iface, p in settings.items():
-        if p is None:
-            lines.append(f"qdisc del dev {iface} root")
-        else:
-            lines.append(" ".join(["qdisc", "replace", "dev", iface, "root", *p.qdisc((mtus or {}).get(iface, 1500))]))
-    res = tc(ns, batch=lines)
-    if res.returncode == 0:
-        return
-    text = res.stderr or res.stdout
-    if _is_unknown_qdisc(text) and any(p is not None and p.needs_netem for p in settings.values()):
-        iface = next(i for i, p in settings.items() if p is not None and p.needs_netem)
-        raise NetemMissing(netem_missing_message(iface, ns))
-    # a clear of an interface with no qdisc of its own is not an error
-    errors = [
-        line.strip() for line in text.splitlines()
-        if line.strip() and not line.startswith("Command failed") and not any(s in line.lower() for s in _ROOT_GONE)
-    ]
-    if errors:
-        raise DpulabError(f"tc in {ns}: {errors[0]}")
+# -- loss without netem: a classic-BPF filter on the clsact egress hook -------------------
+# cls_bpf in direct-action mode takes the program's return value as the verdict: the program
+# loads a random number (ancillary load SKF_AD_RANDOM) and returns TC_ACT_SHOT below the
+# threshold, TC_ACT_UNSPEC (carry on) above it. Needs only cls_bpf and clsact (sch_ingress).
+LOSS_PREF = 49  # the filter's priority: how dpulab finds its own filter again
+_SKF_AD_RANDOM = (0xFFFFF000 + 56)  # SKF_AD_OFF + SKF_AD_RANDOM
+_TC_ACT_SHOT, _TC_ACT_UNSPEC = 2, 0xFFFFFFFF
+_BPF_LD_W_ABS, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x35, 0x06
 
 
-def set_one(ns: str, iface: str, p: Params, mtu: int = 1500) -> None:
-    apply(ns, {iface: p}, {iface: mtu})
+def loss_bytecode(pct: float) -> str:
+    t = min(2**32 - 1, round(pct / 100 * 2**32))
+    insns = [(_BPF_LD_W_ABS, 0, 0, _SKF_AD_RANDOM), (_BPF_JGE_K, 1, 0, t), (_BPF_RET_K, 0, 0, _TC_ACT_SHOT),
+             (_BPF_RET_K, 0, 0, _TC_ACT_UNSPEC)]
+    return f"{len(insns)}," + ",".join(f"{c} {jt} {jf} {k}" for c, jt, jf, k in insns)
 
 
-def clear_one(ns: str, iface: str) -> bool:
-    """Remove the interface's root qdisc; False if it had none of its own."""
-    before = show(ns).get(iface)
-    if before is None:
-        return False
-    apply(ns, {iface: None})
-    return True
-
-
-def netem_supported(ns: str, iface: str = "lo") -> bool:
-    """Whether the kernel knows netem: try it on an interface, and take it off again."""
-    res = tc(ns, "qdisc", "replace", "dev", iface, "root", "netem", "delay", "1ms")
-    if res.returncode == 0:
-        tc(ns, "qdisc", "del", "dev", iface, "root")
-        return True
-    if _is_unknown_qdisc(res.stderr + res.stdout):
-        return False
-    raise DpulabError(f"tc in {ns}: {_first_error(res)}")
+def _loss_of_filter(f: dict[str, Any]) -> float | None:
+    """The loss of one of our filters (from `tc -j filter show`), None if it is not ours."""
+    insns = ((f.get("options") or {}).get("bytecode") or {}).get("insns") or []
+    if f.get("pref") != LOSS_PREF or f.get("kind") != "bpf" or len(insns) != 4:
+        return None
+    shape = [(i.get("code"), i.get("jt"), i.get("jf")) for i in insns]
+    if shape != [(_BPF_LD_W_ABS, 0, 0), (_BPF_JGE_K, 1, 0), (_BPF_RET_K, 0, 0), (_BPF_RET_K, 0, 0)]:
+        return None
+    if insns[0]["k"] != _SKF_AD_RANDOM or insns[2]["k"] != _TC_ACT_SHOT or insns[3]["k"] != _TC_ACT_UNSPEC:
+        return None
+    return round(insns[1]["k"] / 2**32 * 100, 4)
 
 
 # -- reading what is set -----------------------------------------------------------------
@@ -286,24 +268,131 @@ def params_from_tc(q: dict[str, Any]) -> Params | None:
     return None
 
 
-def show(ns: str) -> dict[str, dict[str, Any]]:
-    """Interfaces of a namespace whose root qdisc is an impairment: iface -> {kind, params, …}."""
-    res = tc(ns, "-j", "qdisc", "show")
+def _json(ns: str, *args: str) -> list[dict[str, Any]]:
+    res = tc(ns, "-j", *args)
     if res.returncode != 0:
         raise DpulabError(f"tc in {ns}: {_first_error(res)}")
     try:
-        rows = json.loads(res.stdout or "[]")
+        return json.loads(res.stdout or "[]")
     except ValueError:
-        raise DpulabError(f"tc in {ns}: unreadable JSON from `tc -j qdisc show`") from None
+        raise DpulabError(f"tc in {ns}: unreadable JSON from `tc -j {' '.join(args)}`") from None
+
+
+def show(ns: str) -> dict[str, dict[str, Any]]:
+    """Interfaces of a namespace that are impaired, read from the kernel:
+    iface -> {kind, params (all of it), root (the root qdisc's Params or None),
+    loss_filter (our BPF loss, % or None), clsact, other_filters}."""
+    rows = _json(ns, "qdisc", "show")
     out: dict[str, dict[str, Any]] = {}
-    for q in rows:
-        if not q.get("root"):
+    roots = {q["dev"]: params_from_tc(q) for q in rows if q.get("root")}
+    clsact = {q["dev"] for q in rows if q.get("kind") == "clsact"}
+    for dev in set(roots) | clsact:
+        root = roots.get(dev)
+        loss, others = None, 0
+        if dev in clsact:
+            for hook in ("egress", "ingress"):
+                for f in _json(ns, "filter", "show", "dev", dev, hook):
+                    if "options" not in f:
+                        continue  # the chain/priority header line
+                    pct = _loss_of_filter(f) if hook == "egress" else None
+                    if pct is None:
+                        others += 1
+                    else:
+                        loss = pct
+        if root is None and loss is None:
             continue
-        p = params_from_tc(q)
-        if p is None:
-            continue
-        out[q["dev"]] = {"kind": q["kind"], "handle": q.get("handle"), "params": p}
+        kinds = ([next(q["kind"] for q in rows if q.get("root") and q["dev"] == dev)] if root else []) + (["bpf loss"] if loss else [])
+        params = Params(root.delay_us, root.jitter_us, root.loss_pct, root.rate_bits) if root else Params()
+        if loss:
+            params = Params(params.delay_us, params.jitter_us, loss, params.rate_bits)
+        out[dev] = {"kind": " + ".join(kinds), "params": params, "root": root, "loss_filter": loss,
+                    "clsact": dev in clsact, "other_filters": others}
     return out
+
+
+# -- setting ------------------------------------------------------------------------------
+_netem_known: bool | None = None  # whether this kernel has netem, once a try has told us
+
+
+def _lines(settings: dict[str, "Params | None"], have: dict[str, dict[str, Any]], mtus: dict[str, int], bpf_loss: bool) -> list[str]:
+    lines: list[str] = []
+    for iface, p in settings.items():
+        h = have.get(iface) or {}
+        if p is None:
+            root, loss = Params(), 0.0
+        elif bpf_loss and p.loss_pct:
+            root, loss = Params(rate_bits=p.rate_bits), p.loss_pct
+        else:
+            root, loss = p, 0.0
+        if root:
+            lines.append(" ".join(["qdisc", "replace", "dev", iface, "root", *root.qdisc(mtus.get(iface, 1500))]))
+        elif h.get("root") is not None:
+            lines.append(f"qdisc del dev {iface} root")
+        if loss:
+            if not h.get("clsact"):
+                lines.append(f"qdisc add dev {iface} clsact")
+            lines.append(f'filter replace dev {iface} egress pref {LOSS_PREF} handle 1 bpf da bytecode "{loss_bytecode(loss)}"')
+        elif h.get("loss_filter") is not None:
+            lines.append(f"filter del dev {iface} egress pref {LOSS_PREF}")
+            if not h.get("other_filters"):
+                lines.append(f"qdisc del dev {iface} clsact")
+    return lines
+
+
+def apply(ns: str, settings: dict[str, Params | None], mtus: dict[str, int] | None = None) -> str:
+    """Set (Params) or clear (None) each interface's impairment in one namespace, with one
+    `tc -batch`. Delay, jitter and loss go to netem; without netem, loss alone is a BPF
+    filter and delay or jitter fail with one line. Returns how: 'netem', 'tbf', 'bpf loss'…"""
+    global _netem_known
+    if not settings:
+        return ""
+    mtus = mtus or {}
+    # netem first: if the kernel refuses it, the batch stops before changing anything
+    settings = dict(sorted(settings.items(), key=lambda kv: not (kv[1] is not None and kv[1].needs_netem)))
+    wants_netem = any(p is not None and p.needs_netem for p in settings.values())
+    bpf_loss = _netem_known is False
+    if bpf_loss and any(p is not None and (p.delay_us or p.jitter_us) for p in settings.values()):
+        iface = next(i for i, p in settings.items() if p is not None and (p.delay_us or p.jitter_us))
+        raise NetemMissing(netem_missing_message(iface, ns))
+    res = tc(ns, batch=_lines(settings, show(ns), mtus, bpf_loss))
+    if res.returncode != 0 and not bpf_loss and wants_netem and _is_unknown_qdisc(res.stderr + res.stdout):
+        _netem_known = False
+        delayed = [i for i, p in settings.items() if p is not None and (p.delay_us or p.jitter_us)]
+        if delayed:
+            raise NetemMissing(netem_missing_message(delayed[0], ns))
+        bpf_loss = True
+        res = tc(ns, batch=_lines(settings, show(ns), mtus, True))
+    if res.returncode != 0:
+        raise DpulabError(f"tc in {ns}: {_first_error(res)}")
+    if wants_netem and not bpf_loss:
+        _netem_known = True
+    kinds = {("netem" if p.needs_netem and not bpf_loss else "tbf" if p.rate_bits else "")
+             + (" + bpf loss" if bpf_loss and p.loss_pct and p.rate_bits else "bpf loss" if bpf_loss and p.loss_pct else "")
+             for p in settings.values() if p is not None}
+    return ", ".join(sorted(k for k in kinds if k)) or "cleared"
+
+
+def set_one(ns: str, iface: str, p: Params, mtu: int = 1500) -> str:
+    return apply(ns, {iface: p}, {iface: mtu})
+
+
+def clear_one(ns: str, iface: str) -> bool:
+    """Remove the interface's impairment; False if it had none."""
+    if iface not in show(ns):
+        return False
+    apply(ns, {iface: None})
+    return True
+
+
+def netem_supported(ns: str, iface: str = "lo") -> bool:
+    """Whether the kernel knows netem: try it on an interface, and take it off again."""
+    res = tc(ns, "qdisc", "replace", "dev", iface, "root", "netem", "delay", "1ms")
+    if res.returncode == 0:
+        tc(ns, "qdisc", "del", "dev", iface, "root")
+        return True
+    if _is_unknown_qdisc(res.stderr + res.stdout):
+        return False
+    raise DpulabError(f"tc in {ns}: {_first_error(res)}")
 
 
 # -- the lab file's rules ----------------------------------------------------------------
