@@ -224,7 +224,7 @@ def build(
     bridge = GNode("br", topo.cluster_bridge, "bridge",
                    ["bridge" + (f" in {cns}" if cns else ""), f"MTU {spec.cluster.mtu}"],
                    group="net")
-    if live is not None:
+    if live is not None and cns is not None:  # a container engine's network is docker's, not a namespace of ours
         blinks = live.ns_links(cns)
         bridge.state = "missing" if blinks is None else ("up" if _up(blinks.get(topo.cluster_bridge)) else "down")
     nodes.append(bridge)
@@ -238,8 +238,8 @@ def build(
         # the control plane is drawn right of the bridge, DPUs left of it
         e = GEdge("br", nid, "cluster", port, CLUSTER_IFNAME) if nid == "cp" else GEdge(nid, "br", "cluster", CLUSTER_IFNAME, port)
         if live is not None:
-            st = _pair_state((live.ns_links(ns_of(node_name)) or {}).get(CLUSTER_IFNAME),
-                             (live.ns_links(cns) or {}).get(port))
+            mine = (live.ns_links(ns_of(node_name)) or {}).get(CLUSTER_IFNAME)
+            st = _pair_state(mine, (live.ns_links(cns) or {}).get(port) if cns else mine)
             e.up, e.down, e.missing = int(st == "up"), int(st == "down"), int(st == "missing")
             e.impaired = [f"{w}: {d}" for w, d in ((node_name.removeprefix(f"{topo.lab}-"), live.impairment(ns_of(node_name), CLUSTER_IFNAME)),
                                                   (port, live.impairment(cns, port))) if d]
