@@ -518,7 +518,7 @@ def fmt(v: float | None, unit: str = "s") -> str:
 def report(results: dict[str, Any]) -> str:
     lines = []
     hdr = (
-        f"{'size':>7} {'links':>5} | {'spec script':>11} {'spec status':<34} | {'dpulab':>7} {'(plan':>6} {'apply)':>7} "
+        f"{'size':>7} {'links':>5} | {'spec script':>11} {'spec status':<44} | {'dpulab':>7} {'(plan':>6} {'apply)':>7} "
         f"{'nodes':>6} {'down':>6} {'cli up':>7} {'cli dn':>6} | {'floor':>6} {'nodes':>6} {'down':>6} | "
         f"{'spec/dpulab':>11} {'dpulab/floor':>12}"
     )
@@ -543,7 +543,7 @@ def report(results: dict[str, Any]) -> str:
         dw = med([x["wiring"] for x in dl])
         fw = med([x["wiring"] for x in fl])
         lines.append(
-            f"{key:>7} {pairs * links:>5} | {fmt(spec_t):>11} {st[:34]:<34} | {fmt(dw):>7} {fmt(med([x['plan'] for x in dl])):>6} "
+            f"{key:>7} {pairs * links:>5} | {fmt(spec_t):>11} {st[:44]:<44} | {fmt(dw):>7} {fmt(med([x['plan'] for x in dl])):>6} "
             f"{fmt(med([x['apply'] for x in dl])):>7} {fmt(med([x['nodes'] for x in dl])):>6} "
             f"{fmt(med([x['teardown'] for x in dl])):>6} {fmt(med([x['cli_up'] for x in dl])):>7} "
             f"{fmt(med([x['cli_down'] for x in dl])):>6} | {fmt(fw):>6} {fmt(med([x['nodes'] for x in fl])):>6} "
