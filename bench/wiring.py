@@ -337,6 +337,7 @@ def dpulab_worker(pairs: int, links: int, lab: str) -> None:
     from dpulab.netlink import Sockets
     from dpulab.plan import Plan, make_plan
     from dpulab.spec import LabSpec
+    from dpulab.state import LabState
     from dpulab.topology import Topology
 
     import pyroute2.netlink.rtnl.ifinfmsg  # noqa: F401  (the codec; `up` imports it too)
@@ -348,6 +349,9 @@ def dpulab_worker(pairs: int, links: int, lab: str) -> None:
         topo = Topology(spec)
         engine = get_engine(spec.engine, topo)
         t["spec"] = time.perf_counter() - t1
+        state = LabState(lab, {"created": time.time()})  # as `up` records it (and `down` reads it)
+        state.spec = spec
+        state.save()
         with Sockets() as socks:
             t2 = time.perf_counter()
             statuses = {n.name: engine.node_status(n, socks) for n in topo.nodes}
