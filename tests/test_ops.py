@@ -197,6 +197,28 @@ def test_lab_file_impairments_applied_by_up_and_removed_when_dropped(tmp_path, c
 
 
 # -- events ------------------------------------------------------------------------------
+def _settle(name: str, timeout: float = 10.0) -> None:
+    """Wait until every veth of the lab reports carrier: the kernel announces carrier
+    changes late (linkwatch), and those would otherwise show up in the event stream."""
+    from dpulab.netlink import Rtnl
+
+    deadline = time.monotonic() + timeout
+    nodes = [f"{name}-worker", f"{name}-worker2", f"{name}-worker3", f"{name}-worker4"]
+    while time.monotonic() < deadline:
+        pending = []
+        for ns in nodes:
+            r = Rtnl(ns)
+            try:
+                pending += [n for n, li in r.links().items() if n != "lo" and li.up and not li.oper_up]
+            finally:
+                r.close()
+        if not pending:
+            time.sleep(0.3)  # and the last notifications are out
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"links never settled: {pending[:4]}")
+
+
 def _start_events(*args: str) -> subprocess.Popen:
     p = subprocess.Popen([*DPULAB, "events", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
@@ -216,6 +238,7 @@ def _start_events(*args: str) -> subprocess.Popen:
 @needs_root
 def test_events_sees_a_link_go_down(lab):
     name = lab
+    _settle(name)
     p = _start_events("--name", name, "--json", "--count", "2", "--timeout", "15")
     try:
         down = subprocess.run(["ip", "-n", f"{name}-worker", "link", "set", "eth0-3", "down"], capture_output=True, text=True)
@@ -235,6 +258,7 @@ def test_events_sees_a_link_go_down(lab):
 @needs_root
 def test_events_lines_and_timeout(lab):
     name = lab
+    _settle(name)
     res = run_cli("events", "--name", name, "--count", "1", "--timeout", "0.5")
     assert res.returncode == 1 and res.stdout == ""  # nothing happened: --count not reached
     p = _start_events("--name", name, "--count", "1", "--timeout", "15")
