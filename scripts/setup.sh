@@ -9,6 +9,7 @@ PACKAGES=(
   iproute2 ethtool iputils-ping util-linux procps   # netns, offloads, probes, nsenter
   openvswitch-switch openvswitch-common ovn-central ovn-host   # the DPU data plane
   docker.io busybox-static              # the docker engine tests (a local busybox image)
+  podman runc netavark                  # the podman engine tests (runc: podman's fallback runtime here)
   graphviz                              # dpulab graph --format svg
 )
 missing=()

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -96,13 +97,78 @@ def docker_host() -> Iterator[str]:
             os.environ["DOCKER_HOST"] = old
 
 
+NETAVARK_USERS = Path("/run/dpulab-podman.users")  # test sessions using podman hold a shared lock
+NETAVARK_LEFT = Path("/run/dpulab-podman.chains")  # chains sessions made that another session still needed
+
+
+def netavark_chains() -> set[tuple[str, str, str]]:
+    """(iptables binary, table, chain) of every NETAVARK* chain there is now."""
+    out = set()
+    for binary in ("iptables", "ip6tables"):
+        if shutil.which(f"{binary}-save") is None:
+            continue
+        for table in ("filter", "nat", "mangle"):
+            res = subprocess.run([f"{binary}-save", "-t", table], capture_output=True, text=True)
+            if res.returncode == 0:
+                out |= {(binary, table, ln[1:].split()[0]) for ln in res.stdout.splitlines() if ln.startswith(":NETAVARK")}
+    return out
+
+
+def drop_chains(chains: set[tuple[str, str, str]]) -> None:
+    """Delete these chains: first every rule elsewhere that jumps to one, then their rules, then them."""
+    for binary, table in {(b, t) for b, t, _ in chains}:
+        mine = {c for b, t, c in chains if (b, t) == (binary, table)}
+        rules = subprocess.run([binary, "-t", table, "-S"], capture_output=True, text=True).stdout
+        for line in rules.splitlines():
+            words = shlex.split(line)
+            if words[:1] == ["-A"] and words[1] not in mine and "-j" in words and words[words.index("-j") + 1] in mine:
+                subprocess.run([binary, "-t", table, "-D", *words[1:]], capture_output=True)
+        for flag in ("-F", "-X"):
+            for chain in sorted(mine):
+                subprocess.run([binary, "-t", table, flag, chain], capture_output=True)
+
+
+@contextmanager
+def netavark_cleaned() -> Iterator[None]:
+    """netavark leaves its NETAVARK_* iptables chains (and the jumps to them) when the last
+    network goes. Those this test session saw appear are removed by the last session using
+    podman, once no container is left that could still use them; chains that were there
+    before are someone else's and stay."""
+    before = netavark_chains()
+    users = os.open(NETAVARK_USERS, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(users, fcntl.LOCK_SH)
+        yield
+    finally:
+        made = netavark_chains() - before
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            last = True
+        except BlockingIOError:
+            last = False
+        left = {tuple(c) for c in json.loads(NETAVARK_LEFT.read_text())} if NETAVARK_LEFT.exists() else set()
+        idle = engine("podman", "ps", "-aq").stdout.strip() == ""
+        if last and idle:
+            drop_chains((made | left) & netavark_chains())
+            NETAVARK_LEFT.unlink(missing_ok=True)
+        elif made:
+            NETAVARK_LEFT.write_text(json.dumps(sorted(made | left)))
+        os.close(users)
+
+
 @pytest.fixture(scope="session")
 def podman_ready(tmp_path_factory) -> Iterator[None]:
-    """podman with the node image; where crun cannot run (hybrid cgroups), runc via CONTAINERS_CONF."""
+    """podman with the node image; where crun cannot run (hybrid cgroups), runc via CONTAINERS_CONF.
+    What netavark leaves of the session's networks in iptables is removed afterwards (netavark_cleaned)."""
     if not ROOT:
         pytest.skip("needs root")
     if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (apt-get install podman)")
+        pytest.skip("podman is not installed (scripts/setup.sh installs podman, runc and netavark)")
+    with netavark_cleaned():
+        yield from _podman_ready(tmp_path_factory)
+
+
+def _podman_ready(tmp_path_factory) -> Iterator[None]:
     old = os.environ.get("CONTAINERS_CONF")
     if engine("podman", "image", "inspect", IMAGE).returncode != 0:
         subprocess.run([str(SCRIPT), "image", DAEMON, IMAGE], check=True, capture_output=True, env={**os.environ, "OCI_BIN": "podman"})

@@ -51,7 +51,9 @@ def test_manifests_from_a_render(tmp_path):
                                       "--representor-mode", "simulate-dpu"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert f"{len(list(RENDERED.iterdir()))} files in {out}" in result.stdout
-    assert "OVN_SIMULATE_DPU" in (out / "ovnkube-node-dpu.yaml").read_text()
+    # interconnect (the spec's Step 8): the DPU DaemonSet is the single-node-zone one
+    assert "OVN_SIMULATE_DPU" in (out / "ovnkube-single-node-zone-dpu.yaml").read_text()
+    assert (out / "ovnkube-node-dpu.yaml").read_bytes() == (RENDERED / "ovnkube-node-dpu.yaml").read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -151,10 +151,34 @@ def test_deploy_follows_the_specs_order(manifests, crds_dir):
         ("label", "dpu-worker3", {"k8s.ovn.org/dpu-host": ""}),
         ("label", "dpu-worker2", {"k8s.ovn.org/dpu": ""}),
         ("label", "dpu-worker4", {"k8s.ovn.org/dpu": ""}),
-        *targets(manifests, "ovnkube-node-dpu.yaml", "ovnkube-node-dpu-host.yaml"),
+        *targets(manifests, "ovnkube-single-node-zone-dpu.yaml", "ovnkube-node-dpu-host.yaml"),
         ("wait-pods", "name=ovnkube-node-dpu", ["dpu-worker2", "dpu-worker4"]),
     ]
     assert cluster.calls == expected
+
+
+@pytest.fixture(scope="module")
+def central_manifests(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("central")
+    derive_dpu_manifests(FIXTURES / "manifests", out, OvnkOptions(enable_interconnect=False))
+    return out
+
+
+def test_without_interconnect_the_centralized_stack_is_deployed(central_manifests, crds_dir):
+    """enable_interconnect false: upstream's centralized files, no zones, the DPU DaemonSet of ovnkube-node-dpu.yaml."""
+    cluster = RecordingCluster()
+    run(cluster, central_manifests, crds_dir, interconnect=False)
+    applied = [c[1] for c in cluster.calls if c[0] == "apply"]
+    components = targets(central_manifests, "ovnkube-identity.yaml", "ovnkube-db.yaml", "ovnkube-master.yaml", "ovnkube-node.yaml")
+    start = applied.index(components[0][1])
+    assert applied[start : start + len(components)] == [t[1] for t in components]
+    assert not any("k8s.ovn.org/zone-name" in labels for labels in cluster.labels.values())
+    assert ("apps/v1", "DaemonSet", "ovn-kubernetes", "ovnkube-control-plane") not in cluster.applied
+    dpu_ds = cluster.applied[("apps/v1", "DaemonSet", "ovn-kubernetes", "ovnkube-node-dpu")]
+    (source,) = [d for d in yaml.safe_load_all((central_manifests / "ovnkube-node-dpu.yaml").read_text()) if d]
+    assert dpu_ds == source
+    assert [c["name"] for c in dpu_ds["spec"]["template"]["spec"]["containers"]][0] == "ovnkube-node"
+    assert cluster.calls[-1] == ("wait-pods", "name=ovnkube-node-dpu", DPUS)
 
 
 def test_deploy_leaves_the_cluster_as_the_spec_does(manifests, crds_dir):
@@ -169,8 +193,12 @@ def test_deploy_leaves_the_cluster_as_the_spec_does(manifests, crds_dir):
         {"op": "add", "path": "/spec/updateStrategy/rollingUpdate", "value": {"maxUnavailable": "100%"}}
     ]
     dpu_ds = cluster.applied[("apps/v1", "DaemonSet", "ovn-kubernetes", "ovnkube-node-dpu")]
-    env = {e["name"]: e.get("value") for e in dpu_ds["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["DPU_REPRESENTOR_MODE"] == "veth"
+    # interconnect (the spec): the DaemonSet of ovnkube-single-node-zone-dpu.yaml, ovnkube in ovnkube-controller
+    (source,) = [d for d in yaml.safe_load_all((manifests / "ovnkube-single-node-zone-dpu.yaml").read_text()) if d]
+    assert dpu_ds == source
+    (controller,) = [c for c in dpu_ds["spec"]["template"]["spec"]["containers"] if c["name"] == "ovnkube-controller"]
+    env = {e["name"]: e.get("value") for e in controller["env"]}
+    assert env["DPU_REPRESENTOR_MODE"] == "veth" and env["OVNKUBE_NODE_MODE"] == "dpu"
 
 
 def test_second_deploy_changes_nothing(manifests, crds_dir):
@@ -195,7 +223,7 @@ def test_without_dpu_mode_stops_after_step_14(manifests, crds_dir, tmp_path):
     base = tmp_path / "base"
     base.mkdir()
     for p in manifests.iterdir():
-        if p.name not in ("ovnkube-node-dpu.yaml", "ovnkube-node-dpu-host.yaml"):
+        if p.name not in ("ovnkube-single-node-zone-dpu.yaml", "ovnkube-node-dpu-host.yaml"):
             (base / p.name).write_bytes(p.read_bytes())
     cluster = RecordingCluster()
     run(cluster, base, crds_dir, dpu_mode=False)
@@ -464,7 +492,14 @@ def test_dpu_mode_expectations_and_leftovers():
     pods.append(pod("old-full-node", "dpu-worker2"))  # full-mode pod still on a labelled DPU
     rows = ovnk_status(pods, nodes, ROLES)
     bad = {(r.node, r.component, r.expected) for r in rows if not r.ok}
-    assert bad == {("dpu-worker2", "ovnkube-node", "absent"), *(((h, "ovnkube-node-dpu-host", "Running") for h in HOSTS))}
+    assert bad == {("dpu-worker2", "ovnkube-node", "absent")}
+    # isolated hosts: the DPU-host pods cannot start, as the spec expects; each still has its pod
+    host_rows = [r for r in rows if r.role == "host"]
+    assert [(r.component, r.actual, r.ok) for r in host_rows] == [("ovnkube-node-dpu-host", "Pending", True)] * 2
+    assert all("isolated host" in r.why for r in host_rows)
+    no_host_pods = [p for p in pods if p["metadata"]["labels"]["name"] != "ovnkube-node-dpu-host"]
+    missing = {(r.node, r.component, r.actual) for r in ovnk_status(no_host_pods, nodes, ROLES) if not r.ok and r.role == "host"}
+    assert missing == {(h, "ovnkube-node-dpu-host", "no pod") for h in HOSTS}
 
 
 def test_pod_node_of_an_unscheduled_daemonset_pod():

@@ -16,6 +16,8 @@ from dpulab.errors import DpulabError, InputError
 from dpulab.ovnk.manifests import (
     DPU_FILE,
     DPU_HOST_FILE,
+    DPU_IC_FILE,
+    NODE_CONTAINERS,
     derive_dpu_manifests,
     derive_dpu_text,
     k8s_version_of_image,
@@ -32,6 +34,10 @@ API = "https://172.18.0.2:6443"
 DERIVED_ENV = {"OVNKUBE_NODE_MODE", "DPU_REPRESENTOR_MODE", "OVN_SIMULATE_DPU", "K8S_NODE", "K8S_NODE_DPU",
                "OVNKUBE_NODE_MGMT_PORT_NETDEV", "OVN_GATEWAY_OPTS"}  # fmt: skip
 DERIVED_SELECTORS = {"k8s.ovn.org/dpu", "k8s.ovn.org/dpu-host"}
+NODE_NAME_ENV = {"K8S_NODE", "K8S_NODE_DPU"}  # renamed in every container of the DPU DaemonSet
+MODES = ("veth", "simulate-dpu")
+# enable_interconnect -> the file the DPU DaemonSet is derived from
+DPU_SOURCE = {True: DPU_IC_FILE, False: DPU_FILE}
 
 
 # --- options -----------------------------------------------------------------
@@ -84,11 +90,14 @@ def test_options_import_without_kubernetes():
 
 
 @pytest.fixture(scope="module")
-def derived(tmp_path_factory) -> dict[str, Path]:
+def derived(tmp_path_factory) -> dict:
+    """(representor mode, enable_interconnect) -> output directory; plain mode names: interconnect (the spec)."""
     out = {}
-    for mode in ("veth", "simulate-dpu"):
-        out[mode] = tmp_path_factory.mktemp(mode)
-        derive_dpu_manifests(RENDERED, out[mode], OvnkOptions(representor_mode=mode))
+    for mode in MODES:
+        for ic in (True, False):
+            out[mode, ic] = tmp_path_factory.mktemp(f"{mode}-{'ic' if ic else 'central'}")
+            derive_dpu_manifests(RENDERED, out[mode, ic], OvnkOptions(representor_mode=mode, enable_interconnect=ic))
+        out[mode] = out[mode, True]
     return out
 
 
@@ -103,39 +112,65 @@ def pod_spec(ds: dict) -> dict:
 
 def env_of(ds: dict, container: str = "ovnkube-node") -> dict[str, dict]:
     (c,) = [c for c in pod_spec(ds)["containers"] if c["name"] == container]
-    return {e["name"]: e for e in c["env"]}
+    return {e["name"]: e for e in c.get("env", [])}
 
 
-def without_derived(ds: dict) -> dict:
-    """The DaemonSet minus what Step 16 sets: what must equal the rendered source."""
+def without_derived(ds: dict, source: str) -> dict:
+    """The DaemonSet minus what Step 16 sets: what must equal the rendered source.
+
+    Only the container that runs ovnkube gets the mode, representor and node variables;
+    in every other container just the node name variable may be renamed."""
     ds = yaml.safe_load(yaml.safe_dump(ds))
     for c in pod_spec(ds)["containers"]:
-        c["env"] = [e for e in c.get("env", []) if e["name"] not in DERIVED_ENV]
+        drop = DERIVED_ENV if c["name"] == NODE_CONTAINERS[source] else NODE_NAME_ENV
+        c["env"] = [e for e in c.get("env", []) if e["name"] not in drop]
     sel = pod_spec(ds)["nodeSelector"]
     pod_spec(ds)["nodeSelector"] = {k: v for k, v in sel.items() if k not in DERIVED_SELECTORS}
     return ds
 
 
-def test_every_other_file_is_copied_byte_for_byte(derived):
-    for out in derived.values():
+@pytest.mark.parametrize("ic", [True, False], ids=["interconnect", "centralized"])
+def test_every_other_file_is_copied_byte_for_byte(derived, ic):
+    for mode in MODES:
+        out = derived[mode, ic]
         names = {p.name for p in RENDERED.iterdir()}
         assert {p.name for p in out.iterdir()} == names
-        same = [n for n in names - {DPU_FILE, DPU_HOST_FILE} if filecmp.cmp(RENDERED / n, out / n, shallow=False)]
-        assert sorted(same) == sorted(names - {DPU_FILE, DPU_HOST_FILE})
+        changed = {DPU_SOURCE[ic], DPU_HOST_FILE}
+        same = [n for n in names - changed if filecmp.cmp(RENDERED / n, out / n, shallow=False)]
+        assert sorted(same) == sorted(names - changed)
+        assert all(not filecmp.cmp(RENDERED / n, out / n, shallow=False) for n in changed)
+        # the DPU DaemonSet of the other stack is not deployed: left exactly as rendered
+        assert filecmp.cmp(RENDERED / DPU_SOURCE[not ic], out / DPU_SOURCE[not ic], shallow=False)
 
 
-def test_dpu_daemonset_veth(derived):
-    ds = daemonset(derived["veth"] / DPU_FILE)
-    env = env_of(ds)
+@pytest.mark.parametrize("ic", [True, False], ids=["interconnect", "centralized"])
+def test_dpu_daemonset_veth(derived, ic):
+    source = DPU_SOURCE[ic]
+    ds = daemonset(derived["veth", ic] / source)
+    assert ds["metadata"]["name"] == "ovnkube-node-dpu" and ds["metadata"]["namespace"] == "ovn-kubernetes"
+    main = NODE_CONTAINERS[source]
+    assert main == ("ovnkube-controller" if ic else "ovnkube-node")
+    env = env_of(ds, main)
     assert env["OVNKUBE_NODE_MODE"]["value"] == "dpu"
     assert env["DPU_REPRESENTOR_MODE"]["value"] == "veth"
     assert env["K8S_NODE_DPU"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert "OVN_SIMULATE_DPU" not in env
     assert not any("K8S_NODE" in env_of(ds, c["name"]) for c in pod_spec(ds)["containers"])
+    assert not any("DPU_REPRESENTOR_MODE" in env_of(ds, c["name"]) for c in pod_spec(ds)["containers"] if c["name"] != main)
     assert pod_spec(ds)["nodeSelector"] == {"kubernetes.io/os": "linux", "k8s.ovn.org/dpu": ""}
     names = list(env)
     assert names.index("DPU_REPRESENTOR_MODE") == names.index("OVNKUBE_NODE_MODE") + 1  # the spec's snippet order
-    assert without_derived(ds) == without_derived(daemonset(RENDERED / DPU_FILE))
+    assert without_derived(ds, source) == without_derived(daemonset(RENDERED / source), source)
+
+
+def test_interconnect_dpu_daemonset_runs_its_own_zone(derived):
+    """The interconnect DaemonSet keeps the zone's own OVN databases and northd (a DPU is its zone)."""
+    ds = daemonset(derived["veth"] / DPU_IC_FILE)
+    containers = [c["name"] for c in pod_spec(ds)["containers"]]
+    assert {"nb-ovsdb", "sb-ovsdb", "ovn-northd", "ovnkube-controller", "ovn-controller"} <= set(containers)
+    controller = next(c for c in pod_spec(ds)["containers"] if c["name"] == "ovnkube-controller")
+    assert controller["command"] == ["/root/ovnkube.sh", "ovnkube-controller-with-node"]
+    assert env_of(ds, "ovnkube-controller")["OVN_ENABLE_INTERCONNECT"]["value"] == "true"
 
 
 def test_dpu_host_daemonset_veth(derived):
@@ -147,27 +182,30 @@ def test_dpu_host_daemonset_veth(derived):
     assert env["K8S_NODE"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert not {"DPU_REPRESENTOR_MODE", "OVN_SIMULATE_DPU"} & env.keys()
     assert pod_spec(ds)["nodeSelector"] == {"kubernetes.io/os": "linux", "k8s.ovn.org/dpu-host": ""}
-    assert without_derived(ds) == without_derived(daemonset(RENDERED / DPU_HOST_FILE))
+    assert without_derived(ds, DPU_HOST_FILE) == without_derived(daemonset(RENDERED / DPU_HOST_FILE), DPU_HOST_FILE)
 
 
-def test_simulate_dpu_sets_upstreams_flag_on_both_sides(derived):
-    for name, mode in ((DPU_FILE, "dpu"), (DPU_HOST_FILE, "dpu-host")):
-        ds = daemonset(derived["simulate-dpu"] / name)
-        env = env_of(ds)
+@pytest.mark.parametrize("ic", [True, False], ids=["interconnect", "centralized"])
+def test_simulate_dpu_sets_upstreams_flag_on_both_sides(derived, ic):
+    for name, mode in ((DPU_SOURCE[ic], "dpu"), (DPU_HOST_FILE, "dpu-host")):
+        ds = daemonset(derived["simulate-dpu", ic] / name)
+        env = env_of(ds, NODE_CONTAINERS[name])
         assert env["OVN_SIMULATE_DPU"]["value"] == "true"
         assert env["OVNKUBE_NODE_MODE"]["value"] == mode
         assert "DPU_REPRESENTOR_MODE" not in env
-        assert without_derived(ds) == without_derived(daemonset(RENDERED / name))
+        if mode == "dpu":
+            assert env["K8S_NODE_DPU"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+        assert without_derived(ds, name) == without_derived(daemonset(RENDERED / name), name)
 
 
 def test_derivation_is_idempotent_and_a_projection(derived, tmp_path):
     again = tmp_path / "again"
     derive_dpu_manifests(derived["veth"], again, OvnkOptions())
-    for name in (DPU_FILE, DPU_HOST_FILE):
+    for name in (DPU_IC_FILE, DPU_HOST_FILE):
         assert (again / name).read_bytes() == (derived["veth"] / name).read_bytes()
     # in place, switching mode: the same files as deriving that mode from the render
     derive_dpu_manifests(again, again, OvnkOptions(representor_mode="simulate-dpu"))
-    for name in (DPU_FILE, DPU_HOST_FILE):
+    for name in (DPU_IC_FILE, DPU_HOST_FILE):
         assert (again / name).read_bytes() == (derived["simulate-dpu"] / name).read_bytes()
 
 
@@ -194,8 +232,14 @@ def test_k8s_node_becomes_k8s_node_dpu_in_place():
 
 def test_missing_dpu_file_is_input_error(tmp_path):
     (tmp_path / DPU_FILE).write_text((RENDERED / DPU_FILE).read_text())
-    with pytest.raises(InputError, match=DPU_HOST_FILE):
+    (tmp_path / DPU_HOST_FILE).write_text((RENDERED / DPU_HOST_FILE).read_text())
+    # with interconnect (the default) the DPU DaemonSet must come from the single-node-zone render
+    with pytest.raises(InputError, match=f"lacks {DPU_IC_FILE}:"):
         derive_dpu_manifests(tmp_path, tmp_path / "out", OvnkOptions())
+    assert derive_dpu_manifests(tmp_path, tmp_path / "central", OvnkOptions(enable_interconnect=False))
+    (tmp_path / DPU_HOST_FILE).unlink()
+    with pytest.raises(InputError, match=DPU_HOST_FILE):
+        derive_dpu_manifests(tmp_path, tmp_path / "out", OvnkOptions(enable_interconnect=False))
     with pytest.raises(InputError, match="does not exist"):
         derive_dpu_manifests(tmp_path / "nope", tmp_path / "out", OvnkOptions())
 
@@ -204,15 +248,19 @@ def test_daemonset_without_node_container_is_an_error():
     text = (RENDERED / DPU_HOST_FILE).read_text().replace("- name: ovnkube-node\n", "- name: something-else\n")
     with pytest.raises(DpulabError, match="no ovnkube-node container"):
         derive_dpu_text(text, OvnkOptions(), DPU_HOST_FILE)
+    text = (RENDERED / DPU_IC_FILE).read_text().replace("- name: ovnkube-controller\n", "- name: something-else\n")
+    with pytest.raises(DpulabError, match="no ovnkube-controller container"):
+        derive_dpu_text(text, OvnkOptions(), DPU_IC_FILE)
 
 
 # --- validation ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["veth", "simulate-dpu"])
-def test_every_output_document_is_schema_valid(derived, mode):
+@pytest.mark.parametrize("ic", [True, False], ids=["interconnect", "centralized"])
+@pytest.mark.parametrize("mode", MODES)
+def test_every_output_document_is_schema_valid(derived, mode, ic):
     notes: list[str] = []
-    assert validate_dir(derived[mode], "1.34", notes) == []
+    assert validate_dir(derived[mode, ic], "1.34", notes) == []
     skipped = [n for n in notes if "not validated" in n]
     assert skipped and all("ServiceMonitor" in n for n in skipped)
 

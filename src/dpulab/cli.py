@@ -66,14 +66,25 @@ def up(
     naming: Optional[str] = typer.Option(None, help="seed: rep<pair>-<i> (the spec's drawing) | ovnk: rep0-<i> on every DPU."),
     engine: Optional[str] = typer.Option(None, help="netns: every node a network namespace (default) | docker | podman: node containers | kind: a kind cluster."),
     dataplane: Optional[str] = typer.Option(None, help="ovn: OVS + OVN on the DPUs (default) | none: wiring only."),
+    ovnk_src: Optional[Path] = typer.Option(None, "--ovnk-src", help="kind: then deploy OVN-Kubernetes (Steps 8-16), daemonset.sh of this checkout rendering the lab's `ovnk` options."),
+    ovnk_rendered: Optional[Path] = typer.Option(None, "--ovnk-rendered", help="kind: then deploy OVN-Kubernetes from this daemonset.sh output directory."),
+    build_image: bool = typer.Option(False, "--build-image", help="With --ovnk-src: build the image and load it into kind first (Steps 6-7)."),
+    crds_dir: Optional[Path] = typer.Option(None, "--crds-dir", help="Local ANP/BANP CRD files (network-policy-api v0.1.5); default: download them."),
+    ovnk_timeout: float = typer.Option(600, "--ovnk-timeout", help="Seconds for each OVN-Kubernetes wait."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Per-step timings."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Bring the lab up, or converge a running one to the spec (only differences change).
 
-    An existing lab keeps its stored settings; flags change just what they name.
+    An existing lab keeps its stored settings; flags change just what they name. On kind,
+    --ovnk-src or --ovnk-rendered then deploys OVN-Kubernetes in DPU mode (the whole spec).
     """
     spec = _spec_from(file, name, pairs, vfs, naming, engine, dataplane)
+    ovnk = None
+    if ovnk_src or ovnk_rendered or build_image or crds_dir:
+        from .ovnk.flow import OvnkRun
+
+        ovnk = OvnkRun(src=ovnk_src, rendered=ovnk_rendered, build_image=build_image, crds_dir=crds_dir, timeout=ovnk_timeout)
 
     from .cli_ops import spinner
 
@@ -83,7 +94,7 @@ def up(
             if verbose:
                 err.print(f"  {step}: {n} action(s)")
 
-        res = lablib.up(spec, progress)
+        res = lablib.up(spec, progress, ovnk)
     if quiet:
         return
     if not res.plan:
@@ -93,6 +104,10 @@ def up(
         out.print(f"lab [bold]{spec.name}[/]: {spec.pairs} pairs x {spec.vfs} links on {spec.engine} ({summary})")
     if verbose:
         err.print("  " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in res.timings.items()))
+    if res.ovnk is not None:
+        from .cli_ovnk import print_deployed
+
+        print_deployed(spec.name, res.ovnk)
 
 
 @app.command()

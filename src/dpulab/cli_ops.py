@@ -451,7 +451,8 @@ def completion_cmd(shell: str = typer.Argument(..., help="bash | zsh | fish | po
 
 # -- help: examples and sections ----------------------------------------------------------
 EXAMPLES = {
-    "up": ["dpulab up", "dpulab up --name big --pairs 8 --vfs 64", "dpulab up -f lab.yaml -v", "dpulab up --dataplane none --quiet"],
+    "up": ["dpulab up", "dpulab up --name big --pairs 8 --vfs 64", "dpulab up -f lab.yaml -v", "dpulab up --dataplane none --quiet",
+           "dpulab up --engine kind --ovnk-src ~/ovn-kubernetes --build-image   # the whole spec"],
     "plan": ["dpulab plan --pairs 4", "dpulab plan --json | jq length"],
     "down": ["dpulab down", "dpulab down --name big"],
     "verify": ["dpulab verify", "dpulab verify --traffic          # data plane: daemons, pods, RTT and loss", "dpulab verify --json | jq '.checks[] | select(.ok | not)'"],

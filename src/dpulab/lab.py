@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .engines import NodeStatus, get_engine
 from .errors import DpulabError, InputError
@@ -15,6 +15,9 @@ from .spec import LabSpec
 from .state import LabState, locked
 from .topology import Topology
 from .verify import Check, verify_topology, verify_traffic
+
+if TYPE_CHECKING:
+    from .ovnk.flow import OvnkResult, OvnkRun
 
 Progress = Callable[[str, int], None]
 
@@ -37,6 +40,7 @@ def held_vfs(state: LabState | None) -> dict[tuple[str, int], str]:
 class UpResult:
     plan: Plan
     timings: dict[str, float] = field(default_factory=dict)
+    ovnk: "OvnkResult | None" = None  # OVN-Kubernetes deployed by this up (kind, --ovnk-src/--ovnk-rendered)
 
 
 def plan_for(spec: LabSpec) -> Plan:
@@ -47,9 +51,14 @@ def plan_for(spec: LabSpec) -> Plan:
         return make_plan(topo, get_engine(spec.engine, topo), socks, held_vfs(state))
 
 
-def up(spec: LabSpec, progress: Progress | None = None) -> UpResult:
+def up(spec: LabSpec, progress: Progress | None = None, ovnk: "OvnkRun | None" = None) -> UpResult:
+    """Converge the lab; with `ovnk`, then deploy OVN-Kubernetes onto its kind cluster (ovnk/flow.py)."""
     require_root("up")
     t0 = time.perf_counter()
+    if ovnk is not None:
+        if spec.engine != "kind":
+            raise InputError(f"OVN-Kubernetes is deployed onto a kind cluster: lab {spec.name!r} is on engine {spec.engine}; use --engine kind")
+        ovnk.check()  # before the cluster is made: a wrong path is one line, not a lab half done
     with locked(spec.name, "up"):
         state = LabState.load(spec.name)
         if state is not None and state.spec.engine != spec.engine:
@@ -84,7 +93,14 @@ def up(spec: LabSpec, progress: Progress | None = None) -> UpResult:
                 if progress:
                     progress("data plane", len(dp.all_daemons()))
         state.save()
-    return UpResult(plan, timings)
+        result = UpResult(plan, timings)
+        if ovnk is not None:  # the spec's Steps 6-16 on the cluster just converged
+            from .ovnk.flow import deploy_lab
+
+            t3 = time.perf_counter()
+            result.ovnk = deploy_lab(spec, engine, state, ovnk, progress)
+            timings["ovnk"] = time.perf_counter() - t3
+    return result
 
 
 def down(lab: str) -> list[str]:
@@ -101,10 +117,28 @@ def down(lab: str) -> list[str]:
         with Sockets() as socks:
             names = engine.orphans()
             removed = engine.delete_nodes(names, socks)
+            if state is None:  # no record of the lab's engine: every container engine is asked for its marks
+                from .engines import marked_objects
+
+                for other, found in marked_objects(lab):
+                    removed += other.delete_nodes(found, socks)
         if state is None:
             state = LabState(lab, {})
         state.remove()
     return removed
+
+
+def allowed_extras(state: LabState, topo: Topology):
+    """What runs in the nodes besides the lab's links, as far as verify must allow it: on a
+    kind lab where OVN-Kubernetes was deployed (or begun to be), what it adds. Other labs
+    allow nothing beyond dpulab's own data plane."""
+    from .ovnk.flow import deployed
+
+    if state.spec.engine != "kind" or not deployed(state):
+        return None
+    from .verify import ovnk_allowed
+
+    return ovnk_allowed(topo, state.spec.ovnk)
 
 
 def verify(lab: str, traffic: bool = False) -> list[Check]:
@@ -119,7 +153,7 @@ def verify(lab: str, traffic: bool = False) -> list[Check]:
         for node in topo.nodes:
             engine.node_status(node, socks)  # a dead node container is one line; container namespaces are relinked
         # engine.topo: kind, not the spec, gives a kind cluster its addresses
-        checks = verify_topology(engine.topo, engine, socks, held=held_vfs(state), dataplane=ovn)
+        checks = verify_topology(engine.topo, engine, socks, held=held_vfs(state), dataplane=ovn, allowed=allowed_extras(state, topo))
         if traffic:
             checks += verify_traffic(topo, engine, socks, list(state.pods.values()))
         return checks

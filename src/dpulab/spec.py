@@ -240,6 +240,33 @@ class LabSpec(_Strict):
                     raise ValueError(f"impairments[{k}].vfs: {e}") from None
         return self
 
+    @model_validator(mode="after")
+    def _simulate_dpu_names(self) -> "LabSpec":
+        """Upstream's simulated DPU (`simulate-dpu`) finds a representor only by the name
+        rep0-<vf> on every DPU (pf is always 0), and a host VF's pf/vf by `(\\d+)-(\\d+)$`:
+        other names would deploy fine and never plug a pod, so they are refused here."""
+        if self.ovnk.representor_mode != "simulate-dpu":
+            return self
+        from .topology import fill, templates
+
+        vf, rep = templates(self)
+        for pair in sorted({0, 1, self.pairs - 1} & set(range(self.pairs))):
+            for index in sorted({0, 1, self.vfs - 1} & set(range(self.vfs))):
+                name, host = fill(rep, pair, index), fill(vf, pair, index)
+                if name != f"rep0-{index}":
+                    how = "naming: ovnk" if self.names.rep is None else "names.rep 'rep{pf}-{vf}' (no {pair})"
+                    raise ValueError(
+                        f"ovnk.representor_mode simulate-dpu needs representors named rep0-<vf> on every DPU "
+                        f"(upstream recognises only those), but DPU {pair} would have {name!r}: use {how}"
+                    )
+                m = re.search(r"(\d+)-(\d+)$", host)
+                if not m or (int(m[1]), int(m[2])) != (0, index):
+                    raise ValueError(
+                        f"ovnk.representor_mode simulate-dpu finds a host VF's index by its '0-<vf>' suffix "
+                        f"(as eth0-{index}), but pair {pair} would have {host!r}: use a names.vf template such as 'eth0-{{vf}}'"
+                    )
+        return self
+
 
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from . import namespaces, probe
@@ -14,6 +15,7 @@ from .topology import CLUSTER_IFNAME, Topology
 
 if TYPE_CHECKING:
     from .engines import Engine
+    from .ovnk.options import OvnkOptions
 
 
 @dataclass
@@ -30,6 +32,51 @@ class Check:
 # Interfaces the OVS userspace datapath adds on a DPU.
 DATAPLANE_IFACES = {"br-int", "br-phy", "ovs-netdev", "genev_sys_6081", "vxlan_sys_4789"}
 
+# What OVN-Kubernetes adds in a kind node once deployed: the OVS kernel datapath, the
+# shared gateway bridge on the uplink, the management port (an OVS internal port in full
+# mode), the tunnel devices; and the host end of each pod's veth, named by its CNI after
+# the container ID (`containerID[:15]`).
+OVNK_MGMT_IFNAME = "ovn-k8s-mp0"
+OVNK_DPU_IFACES = frozenset({"ovs-system", "br-int", "breth0", "genev_sys_6081", "vxlan_sys_4789", OVNK_MGMT_IFNAME})
+OVNK_POD_VETH = r"[0-9a-f]{15}"
+
+
+@dataclass
+class Allowed:
+    """What may be on a node besides the lab's own links, given what runs there.
+
+    `*_renamed`: a lab link name -> the name software running there gives that very link
+    (found under either; the peers check still proves it is the lab's veth).
+    """
+
+    dpu: frozenset[str] = frozenset()
+    host: frozenset[str] = frozenset()
+    dpu_pattern: str | None = None  # further names allowed on DPUs (a full-match regex)
+    dpu_renamed: dict[str, str] = field(default_factory=dict)
+    host_renamed: dict[str, str] = field(default_factory=dict)
+
+    def dpu_extra(self, names: set[str]) -> set[str]:
+        """Of names not the lab's own on a DPU, those nothing running there explains."""
+        return {n for n in names - self.dpu if not (self.dpu_pattern and re.fullmatch(self.dpu_pattern, n))}
+
+
+def ovnk_allowed(topo: Topology, opts: "OvnkOptions") -> Allowed:
+    """On a kind lab with OVN-Kubernetes deployed: its interfaces, and the management VF
+    renamed ovn-k8s-mp0 on both ends (dpu-host renames the VF, DPU mode its representor)."""
+    mgmt = [link for pair in topo.pairs for link in topo.links(pair) if link.host_ifname == opts.mgmt_port_netdev]
+    return Allowed(
+        dpu=OVNK_DPU_IFACES,
+        dpu_pattern=OVNK_POD_VETH,
+        dpu_renamed={link.rep_ifname: OVNK_MGMT_IFNAME for link in mgmt},
+        host_renamed={link.host_ifname: OVNK_MGMT_IFNAME for link in mgmt},
+    )
+
+
+def _named(links: dict, name: str, renamed: dict[str, str]) -> str:
+    """The name a lab link has in the node: its own, or the one software there gave it."""
+    alt = renamed.get(name)
+    return alt if name not in links and alt is not None and alt in links else name
+
 
 def verify_topology(
     topo: Topology,
@@ -38,12 +85,18 @@ def verify_topology(
     *,
     held: dict[tuple[str, int], str] | None = None,
     dataplane: bool = False,
+    allowed: Allowed | None = None,
 ) -> list[Check]:
     """Host/DPU wiring, isolation and cluster reachability, all read from the kernel.
 
     `held` maps (host, vf) to the pod namespace a VF was moved into: it counts as present there.
+    `dataplane`: dpulab's own OVN data plane runs on the DPUs; `allowed`: what else runs
+    there (OVN-Kubernetes on a kind lab). Without either, a node holds the lab's links only.
     """
     held = held or {}
+    allowed = allowed or Allowed()
+    if dataplane:
+        allowed = replace(allowed, dpu=allowed.dpu | DATAPLANE_IFACES)
     checks: list[Check] = []
     present = set()
     for node in topo.nodes:
@@ -66,24 +119,27 @@ def verify_topology(
                 pod_ns = held[(h, link.index)]
                 info = socks(pod_ns).links().get("eth0") if namespaces.exists(pod_ns) else None
                 pod_ends[link.index] = (pod_ns, info)
+        hname = {link.index: _named(hl, link.host_ifname, allowed.host_renamed) for link in want}
         names = set(hl) - {"lo"}
-        expected = {link.host_ifname for link in want if link.index not in pod_ends}
+        expected = {hname[link.index] for link in want if link.index not in pod_ends}
+        unexpected = names - expected - allowed.host
         missing_pod = [i for i, (_, info) in pod_ends.items() if info is None]
-        ok = names == expected and not missing_pod
-        detail = f"{len(names) + len(pod_ends) - len(missing_pod)}/{topo.spec.vfs} VFs"
+        ok = expected <= names and not unexpected and not missing_pod
+        detail = f"{len(names & expected) + len(pod_ends) - len(missing_pod)}/{topo.spec.vfs} VFs"
         if pod_ends:
             detail += f" ({len(pod_ends) - len(missing_pod)} in pods)"
-        if names - expected:
-            detail += f"; unexpected: {', '.join(sorted(names - expected)[:4])}"
+        if unexpected:
+            detail += f"; unexpected: {', '.join(sorted(unexpected)[:4])}"
         if expected - names or missing_pod:
             detail += f"; missing: {', '.join(sorted(expected - names)[:4] + [f'vf{i}' for i in missing_pod])}"
         checks.append(Check("host interfaces", h, ok, detail))
         down = [n for n in expected & names if not hl[n].up]
         checks.append(Check("host VFs up", h, not down, f"down: {', '.join(down[:4])}" if down else "all up"))
 
+        dname = {link.index: _named(dl, link.rep_ifname, allowed.dpu_renamed) for link in want}
         dnames = set(dl) - {"lo"}
-        dexpected = {CLUSTER_IFNAME} | {link.rep_ifname for link in want}
-        extra = dnames - dexpected - (DATAPLANE_IFACES if dataplane else set())
+        dexpected = {CLUSTER_IFNAME} | set(dname.values())
+        extra = allowed.dpu_extra(dnames - dexpected)
         ok = dexpected <= dnames and not extra
         detail = f"{CLUSTER_IFNAME} + {len(dnames & (dexpected - {CLUSTER_IFNAME}))}/{topo.spec.vfs} representors"
         if extra:
@@ -91,19 +147,19 @@ def verify_topology(
         if dexpected - dnames:
             detail += f"; missing: {', '.join(sorted(dexpected - dnames)[:4])}"
         checks.append(Check("dpu interfaces", d, ok, detail))
-        rdown = [link.rep_ifname for link in want if link.rep_ifname in dl and not dl[link.rep_ifname].up]
+        rdown = [dname[link.index] for link in want if dname[link.index] in dl and not dl[dname[link.index]].up]
         checks.append(Check("representors up", d, not rdown, f"down: {', '.join(rdown[:4])}" if rdown else "all up"))
 
         # peers: the kernel's own record of each veth's other end
         nsid_hd = socks(engine.netns(h)).nsid_of(socks.fd(engine.netns(d)))
         bad = []
         for link in want:
-            r = dl.get(link.rep_ifname)
+            r = dl.get(dname[link.index])
             if link.index in pod_ends:
                 pod_ns, e = pod_ends[link.index]
                 nsid = socks(pod_ns).nsid_of(socks.fd(engine.netns(d))) if e else None
             else:
-                e, nsid = hl.get(link.host_ifname), nsid_hd
+                e, nsid = hl.get(hname[link.index]), nsid_hd
             if not (
                 e is not None
                 and r is not None

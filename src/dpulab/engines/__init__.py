@@ -12,7 +12,7 @@ from .base import Engine, NodeStatus
 if TYPE_CHECKING:
     from ..topology import Topology
 
-__all__ = ["Engine", "NodeStatus", "get_engine", "ENGINES", "container_engine"]
+__all__ = ["Engine", "NodeStatus", "get_engine", "ENGINES", "container_engine", "marked_objects"]
 
 
 def _netns() -> type[Engine]:
@@ -60,6 +60,33 @@ def container_engine() -> str:
         else:
             why.append(f"{binary} does not answer (daemon not running?)")
     raise DpulabError(f"no container engine: {'; '.join(why)}")
+
+
+def marked_objects(lab: str) -> list[tuple[Engine, list[str]]]:
+    """For `down` without a state file (a reboot wiped /run): what each container engine
+    that answers holds of the lab, found by mark, never by name alone.
+
+    docker and podman: containers and networks labelled `dpulab.lab=<lab>`; kind on
+    either: a cluster named `<lab>` whose nodes carry the lab's mark (lo's alias, the file
+    in each node). An engine that is not installed or does not answer is skipped."""
+    from ..spec import LabSpec
+    from ..topology import Topology
+    from .container import Cli, ContainerEngine
+    from .kind import KindEngine
+
+    found: list[tuple[Engine, list[str]]] = []
+    for binary in ("docker", "podman"):
+        if shutil.which(binary) is None or not Cli(binary).answers():
+            continue
+        engines = (
+            ContainerEngine(Topology(LabSpec(name=lab, engine=binary, dataplane="none")), binary=binary),
+            KindEngine(Topology(LabSpec(name=lab, engine="kind")), binary=binary),
+        )
+        for engine in engines:
+            names = engine.orphans()
+            if names:
+                found.append((engine, names))
+    return found
 
 
 def get_engine(name: str, topo: "Topology", options: dict | None = None) -> Engine:

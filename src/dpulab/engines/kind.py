@@ -4,17 +4,21 @@
 then places the host/DPU veths into them by pid, hosts are taken off kind's network (the
 isolation the spec's Step 4 claims but does not achieve), and Step 5's sysctls are set
 through the engine in use. kind owns the containers, their labels and their addresses, so
-dpulab marks a cluster as its own by `lo`'s alias in every node and a record in the lab's
-run directory, and never touches a kind cluster carrying neither.
+dpulab marks a cluster as its own by `lo`'s alias in every node, a file in every node's
+own filesystem (/etc/dpulab.mark: it outlives a reboot, which takes the aliases with the
+namespaces and /run with the record) and a record in the lab's run directory, and never
+touches a kind cluster carrying none of them.
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 
 KIND_CLUSTER_LABEL, KIND_ROLE_LABEL = "io.x-k8s.kind.cluster", "io.x-k8s.kind.role"
 RECORD = "kind.json"
+MARK_DIR, MARK_FILE = "/etc", "dpulab.mark"  # in each node's own filesystem
 # Step 5: (key, value, at_least). IPv6 keys are skipped where the kernel has no IPv6 (the
 # spec's --ignore); the inotify limits are machine-wide and only ever raised, never lowered.
 SYSCTLS = (
@@ -77,11 +82,13 @@ class KindTopology(Topology):
 class KindEngine(ContainerEngine):
     """Nodes made by kind; wiring, isolation, verify and down shared with the other engines."""
 
-    def __init__(self, topo: Topology) -> None:
+    def __init__(self, topo: Topology, binary: str | None = None) -> None:
+        """`binary`: the engine kind runs on; default: the one recorded at create, else detected."""
         from . import container_engine
 
         record = self.read_record(topo.lab)
-        super().__init__(KindTopology(topo.spec, self.observed_addresses), record.get("provider") or container_engine())
+        binary = binary or record.get("provider") or container_engine()
+        super().__init__(KindTopology(topo.spec, self.observed_addresses), binary)
         self.name = "kind"  # type: ignore[misc]
         self.kind_options = topo.spec.containers.kind
 
@@ -108,6 +115,31 @@ class KindEngine(ContainerEngine):
             r.close()
         return lo is not None and lo.alias == node_mark(self.topo.lab, node)
 
+    def write_file_mark(self, node: str) -> None:
+        """The node's mark as a file in its own filesystem (`cp` from a tar stream: no shell, either engine)."""
+        data = node_mark(self.topo.lab, node).encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(MARK_FILE)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        res = subprocess.run([self.cli.binary, "cp", "-", f"{node}:{MARK_DIR}/"], input=buf.getvalue(), capture_output=True)
+        if res.returncode != 0:
+            raise DpulabError(f"{self.cli.binary} cp (mark node {node}) failed: {last_line(res.stderr.decode(errors='replace'))}")
+
+    def file_marked(self, node: str) -> bool:
+        """Does the node's filesystem hold our mark? Read with `cp`, so a stopped node answers too."""
+        res = subprocess.run([self.cli.binary, "cp", f"{node}:{MARK_DIR}/{MARK_FILE}", "-"], capture_output=True)
+        if res.returncode != 0:
+            return False
+        try:
+            with tarfile.open(fileobj=io.BytesIO(res.stdout)) as tar:
+                member = tar.next()
+                f = tar.extractfile(member) if member is not None and member.isfile() and member.size < 256 else None
+                return f is not None and f.read().decode(errors="replace").strip() == node_mark(self.topo.lab, node)
+        except tarfile.TarError:
+            return False
+
     def is_ours(self, node: str, info: dict[str, Any]) -> bool:
         labels = (info.get("Config") or {}).get("Labels") or {}
         if labels.get(KIND_CLUSTER_LABEL) != self.topo.lab:
@@ -115,7 +147,7 @@ class KindEngine(ContainerEngine):
         if self.read_record(self.topo.lab).get("cluster") == self.topo.lab:
             return True
         pid = (info.get("State") or {}).get("Pid")
-        return bool(pid) and self.marked(int(pid), node)
+        return (bool(pid) and self.marked(int(pid), node)) or self.file_marked(node)
 
     def revive_hint(self, node: str) -> str:
         return f"`dpulab down -n {self.topo.lab}` and `dpulab up` make the cluster anew"
@@ -187,6 +219,7 @@ class KindEngine(ContainerEngine):
         for node in self.topo.nodes:
             link_netns(node.name, self.running(node.name, self.seen()[node.name]))
             socks(node.name).set_link("lo", alias=node_mark(spec.name, node.name))
+            self.write_file_mark(node.name)
 
     def sysctl_drift(self, node: str) -> list[str]:
         """Step 5 settings the node does not have yet, read from the kernel."""

@@ -26,12 +26,12 @@ import yaml
 
 from ..errors import DpulabError, InputError
 from .manifests import (
-    DPU_FILE,
-    DPU_HOST_FILE,
+    DPU_DAEMONSET,
     DPU_HOST_LABEL,
     DPU_LABEL,
     NAMESPACE,
     NETPOL_CRD_FILES,
+    dpu_mode_files,
     load_docs,
     netpol_crd_url,
 )
@@ -56,7 +56,10 @@ SETUP_FILES = (  # Step 10
     "rbac-ovnkube-db.yaml",
 )
 OVS_FILE = "ovs-node.yaml"  # Step 12
-COMPONENT_FILES = ("ovnkube-identity.yaml", "ovnkube-control-plane.yaml", "ovnkube-single-node-zone.yaml")  # 13
+# Step 13 with interconnect (the spec: --enable-interconnect=true, a zone per node)
+COMPONENT_FILES = ("ovnkube-identity.yaml", "ovnkube-control-plane.yaml", "ovnkube-single-node-zone.yaml")
+# without it, upstream kind.sh's centralized stack: one OVN database and master for the cluster
+CENTRALIZED_COMPONENT_FILES = ("ovnkube-identity.yaml", "ovnkube-db.yaml", "ovnkube-master.yaml", "ovnkube-node.yaml")
 CONTROL_PLANE_LABELS = {"k8s.ovn.org/ovnkube-db": "true", "node-role.kubernetes.io/control-plane": ""}
 CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
 MAX_UNAVAILABLE_PATCH = [{"op": "add", "path": "/spec/updateStrategy/rollingUpdate", "value": {"maxUnavailable": "100%"}}]
@@ -82,6 +85,9 @@ class Cluster(Protocol):
     def patch_daemonset(self, namespace: str, name: str, patch: list[dict]) -> bool: ...
     def wait_crds_established(self, names: list[str], timeout: float) -> None: ...
     def wait_pods_running(self, namespace: str, label_selector: str, nodes: list[str], timeout: float) -> None: ...
+    def status_inputs(self) -> tuple[list[dict], list[dict], list[dict]]:
+        """OVN-K pods, nodes and OVN-K events, API-shaped (what `ovnk status` judges)."""
+        ...
 
 
 def _docs(text: str, source: str) -> list[dict]:
@@ -117,8 +123,12 @@ def _netpol_crds(crds_dir: Path | None, fetch: Callable[[str], str]) -> list[dic
     return out
 
 
+def component_files(interconnect: bool) -> tuple[str, ...]:
+    return COMPONENT_FILES if interconnect else CENTRALIZED_COMPONENT_FILES
+
+
 def _load(
-    manifests_dir: Path, crds_dir: Path | None, fetch: Callable[[str], str], dpu_mode: bool
+    manifests_dir: Path, crds_dir: Path | None, fetch: Callable[[str], str], dpu_mode: bool, interconnect: bool = True
 ) -> tuple[list[dict], dict[str, list[dict]]]:
     """CRD documents and every other file's documents, all read before anything is sent."""
     manifests_dir = Path(manifests_dir)
@@ -126,7 +136,7 @@ def _load(
         raise InputError(f"manifests directory {manifests_dir} does not exist")
     extra = sorted(p.name for p in manifests_dir.glob("k8s.ovn.org_*.yaml") if p.name not in OVN_CRD_FILES)
     crd_files = [*OVN_CRD_FILES, *extra]
-    other_files = [*SETUP_FILES, OVS_FILE, *COMPONENT_FILES, *((DPU_FILE, DPU_HOST_FILE) if dpu_mode else ())]
+    other_files = [*SETUP_FILES, OVS_FILE, *component_files(interconnect), *(dpu_mode_files(interconnect) if dpu_mode else ())]
     missing = [f for f in (*crd_files, *other_files) if not (manifests_dir / f).is_file()]
     if missing:
         raise InputError(f"{manifests_dir} lacks {', '.join(missing)}")
@@ -149,18 +159,23 @@ def deploy(
     crds_dir: Path | None = None,
     fetch: Callable[[str], str] = fetch_url,
     dpu_mode: bool = True,
+    interconnect: bool = True,
     timeout: float = 600,
     on_change: Callable[[Change], None] | None = None,
 ) -> list[Change]:
     """Steps 9-16 against `cluster`; returns one Change per object or node setting, in order.
 
+    `interconnect` (OvnkOptions.enable_interconnect, true in the spec): Step 13's
+    single-node-zone stack, zone labels (Step 12) and the DPU DaemonSet of
+    `ovnkube-single-node-zone-dpu.yaml`; without it the centralized stack (ovnkube-db,
+    ovnkube-master, ovnkube-node), no zone labels and `ovnkube-node-dpu.yaml`.
     Nothing is sent before every file has been read. Waits (CRDs established; OVN-K pods
     Running on the control plane and the DPUs, as Step 14 expects) get `timeout` seconds
     each; the isolated hosts are not waited for.
     """
     if len(hosts) != len(dpus):
         raise InputError(f"{len(hosts)} hosts but {len(dpus)} DPUs: each host needs its DPU")
-    crds, docs = _load(manifests_dir, crds_dir, fetch, dpu_mode)
+    crds, docs = _load(manifests_dir, crds_dir, fetch, dpu_mode, interconnect)
     changes: list[Change] = []
 
     def record(step: str, target: str, changed: bool) -> None:
@@ -184,10 +199,11 @@ def deploy(
         record("control-plane", f"node/{control_plane} taint {key}", cluster.remove_taint(control_plane, key, "NoSchedule"))
 
     apply("ovs", of(OVS_FILE))
-    for node in [control_plane, *(n for pair in zip(hosts, dpus) for n in pair)]:
-        record("zones", f"node/{node} zone-name", cluster.label_node(node, {"k8s.ovn.org/zone-name": node}))
+    if interconnect:
+        for node in [control_plane, *(n for pair in zip(hosts, dpus) for n in pair)]:
+            record("zones", f"node/{node} zone-name", cluster.label_node(node, {"k8s.ovn.org/zone-name": node}))
 
-    apply("components", of(*COMPONENT_FILES))
+    apply("components", of(*component_files(interconnect)))
     record(
         "components",
         "DaemonSet/ovnkube-node maxUnavailable",
@@ -200,8 +216,8 @@ def deploy(
             record("dpu-mode", f"node/{node} {DPU_HOST_LABEL}", cluster.label_node(node, {DPU_HOST_LABEL: ""}))
         for node in dpus:
             record("dpu-mode", f"node/{node} {DPU_LABEL}", cluster.label_node(node, {DPU_LABEL: ""}))
-        apply("dpu-mode", of(DPU_FILE, DPU_HOST_FILE))
-        cluster.wait_pods_running(NAMESPACE, "name=ovnkube-node-dpu", dpus, timeout)
+        apply("dpu-mode", of(*dpu_mode_files(interconnect)))
+        cluster.wait_pods_running(NAMESPACE, f"name={DPU_DAEMONSET}", dpus, timeout)
     return changes
 
 
@@ -393,6 +409,13 @@ class KubeCluster:
                 if time.monotonic() >= deadline:
                     raise
                 # an expired watch (410 Gone) or a dropped stream: list again
+
+    def status_inputs(self) -> tuple[list[dict], list[dict], list[dict]]:
+        with api_errors("read OVN-Kubernetes status"):
+            lists = (
+                self._core.list_namespaced_pod(NAMESPACE), self._core.list_node(), self._core.list_namespaced_event(NAMESPACE)
+            )  # fmt: skip
+        return tuple(self._api.sanitize_for_serialization(x).get("items") or [] for x in lists)
 
     def wait_crds_established(self, names: list[str], timeout: float) -> None:
         def unmet(objs: dict[str, dict]) -> list[str]:

@@ -3,6 +3,13 @@
 `derive_dpu_manifests` changes only what the spec's Step 16 asks of the two DPU-mode
 DaemonSets; every other rendered file is copied byte for byte. The edits are set/replace
 operations, so deriving again (even in place) gives the same files.
+
+daemonset.sh renders the DPU DaemonSet (`ovnkube-node-dpu`) twice: in
+`ovnkube-single-node-zone-dpu.yaml`, the interconnect stack (its own NB/SB/northd, the
+ovnkube-controller-with-node container) that goes with `--enable-interconnect=true` as
+the spec deploys it, and in `ovnkube-node-dpu.yaml` for the centralized stack. The one
+that matches `enable_interconnect` is derived; the other stays as rendered and is not
+deployed.
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ from ..kindconfig import BlockDumper, node_image_version
 from .options import OvnkOptions
 
 NAMESPACE = "ovn-kubernetes"
-DPU_FILE = "ovnkube-node-dpu.yaml"
+DPU_FILE = "ovnkube-node-dpu.yaml"  # the DPU DaemonSet, centralized OVN (no interconnect)
+DPU_IC_FILE = "ovnkube-single-node-zone-dpu.yaml"  # the same DaemonSet, interconnect single-node zone
 DPU_HOST_FILE = "ovnkube-node-dpu-host.yaml"
+DPU_DAEMONSET = "ovnkube-node-dpu"  # in both DPU files
 NODE_CONTAINER = "ovnkube-node"
+# The container that runs ovnkube (and so gets the node mode and names) in each file.
+NODE_CONTAINERS = {DPU_FILE: NODE_CONTAINER, DPU_IC_FILE: "ovnkube-controller", DPU_HOST_FILE: NODE_CONTAINER}
 DPU_LABEL = "k8s.ovn.org/dpu"
 DPU_HOST_LABEL = "k8s.ovn.org/dpu-host"
 
@@ -37,6 +48,12 @@ NETPOL_CRD_FILES = (
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: manifests are large
+
+
+def dpu_mode_files(interconnect: bool) -> tuple[str, str]:
+    """The two files Step 16 derives and deploys: the DPU DaemonSet's, from the interconnect
+    stack when `enable_interconnect` (the spec's Step 8) else the centralized one; the DPU host's."""
+    return (DPU_IC_FILE if interconnect else DPU_FILE), DPU_HOST_FILE
 
 
 def load_docs(text: str) -> list:
@@ -128,10 +145,11 @@ def _with_gateway_interface(opts_text: str, iface: str) -> str:
 
 
 def _node_container(doc: dict, source: str) -> dict:
+    name = NODE_CONTAINERS[source]
     for c in doc["spec"]["template"]["spec"]["containers"]:
-        if c.get("name") == NODE_CONTAINER:
+        if c.get("name") == name:
             return c
-    raise DpulabError(f"{source}: DaemonSet {doc['metadata']['name']} has no {NODE_CONTAINER} container")
+    raise DpulabError(f"{source}: DaemonSet {doc['metadata']['name']} has no {name} container")
 
 
 def _representor_env(env: list[dict], opts: OvnkOptions, *, dpu: bool) -> None:
@@ -166,7 +184,7 @@ def _derive_dpu_host(doc: dict, opts: OvnkOptions, source: str) -> None:
     pod.setdefault("nodeSelector", {})[DPU_HOST_LABEL] = ""
 
 
-_DERIVERS = {DPU_FILE: _derive_dpu, DPU_HOST_FILE: _derive_dpu_host}
+_DERIVERS = {DPU_FILE: _derive_dpu, DPU_IC_FILE: _derive_dpu, DPU_HOST_FILE: _derive_dpu_host}
 
 
 def derive_dpu_text(text: str, opts: OvnkOptions, source: str) -> str:
@@ -188,11 +206,13 @@ def derive_dpu_text(text: str, opts: OvnkOptions, source: str) -> str:
 
 
 def derive_dpu_manifests(rendered_dir: Path, out_dir: Path, opts: OvnkOptions) -> list[Path]:
-    """Copy a daemonset.sh output dir to `out_dir`, the two DPU-mode DaemonSets derived; returns files written."""
+    """Copy a daemonset.sh output dir to `out_dir`, the two DPU-mode DaemonSets derived
+    (`dpu_mode_files`); returns files written."""
     rendered_dir, out_dir = Path(rendered_dir), Path(out_dir)
     if not rendered_dir.is_dir():
         raise InputError(f"rendered manifests directory {rendered_dir} does not exist")
-    missing = [f for f in _DERIVERS if not (rendered_dir / f).is_file()]
+    targets = dpu_mode_files(opts.enable_interconnect)
+    missing = [f for f in targets if not (rendered_dir / f).is_file()]
     if missing:
         raise InputError(f"{rendered_dir} lacks {', '.join(missing)}: not a daemonset.sh output directory")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +220,7 @@ def derive_dpu_manifests(rendered_dir: Path, out_dir: Path, opts: OvnkOptions) -
     written = []
     for src in sorted(p for p in rendered_dir.iterdir() if p.is_file()):
         dst = out_dir / src.name
-        if src.name in _DERIVERS:
+        if src.name in targets:
             dst.write_text(derive_dpu_text(src.read_text(), opts, src.name))
         elif not in_place:
             shutil.copyfile(src, dst)
