@@ -196,6 +196,7 @@ def schema() -> None:
 # Commands contributed by other modules: each has `register(app)`. One line per module.
 SUBCOMMAND_MODULES = [
     "cli_dataplane",
+    "cli_gc",
     "cli_ovnk",
     "cli_engines",
     "cli_ops",
@@ -212,7 +213,19 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(msg: object) -> str:
+    """An error message as exactly one line, whatever a name, key or path in it contains."""
+    return " ".join(str(msg).split("\n")).translate(_CONTROL).strip()
+
+
 def main() -> None:
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is getattr(sys.modules["dpulab"], "_interrupted_while_starting", None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C cleans up
     args = sys.argv[1:] or ["--help"]
     try:
         rc = app(args, prog_name="dpulab", standalone_mode=False)
@@ -223,10 +236,10 @@ def main() -> None:
         sys.exit(130)
     except TyperException as e:
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
-        err.print(f"dpulab: error: {msg}", markup=False)
+        err.print(f"dpulab: error: {one_line(msg)}", markup=False, emoji=False)
         sys.exit(2)
     except DpulabError as e:
-        err.print(f"dpulab: error: {e}", markup=False)
+        err.print(f"dpulab: error: {one_line(e)}", markup=False, emoji=False)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("dpulab: interrupted")
@@ -234,8 +247,10 @@ def main() -> None:
     except Exception as e:  # a bug or an environment we did not foresee: still one line
         if os.environ.get("DPULAB_DEBUG"):
             raise
-        err.print(f"dpulab: internal error: {type(e).__name__}: {e} (DPULAB_DEBUG=1 shows the traceback)", markup=False)
+        err.print(f"dpulab: internal error: {type(e).__name__}: {one_line(e)} (DPULAB_DEBUG=1 shows the traceback)", markup=False, emoji=False)
         sys.exit(70)
+    if rc == 130:  # typer turns a Ctrl-C inside a command into a silent exit 130
+        err.print("dpulab: interrupted")
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import ipaddress
+import os
 import shutil
 import socket
 import struct
@@ -43,6 +44,15 @@ def tx_checksum_off(netns: str, ifname: str) -> None:
         fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
     finally:
         s.close()
+
+
+def create_db(db: Path, schema: str) -> None:
+    """`ovsdb-tool create`, under a temporary name: a kill never leaves a half-written
+    database that a later `up` would find and fail to serve."""
+    tmp = db.with_name(f".{db.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    run(["ovsdb-tool", "create", str(tmp), schema], f"create {db.name}")
+    os.replace(tmp, db)
 
 
 def pod_mac(ip: str) -> str:
@@ -150,6 +160,9 @@ class Dataplane:
             )
         cp = self.topo.control_plane
         tx_checksum_off(self.engine.netns(cp.name), CLUSTER_IFNAME)
+        for daemon in self.all_daemons():
+            if daemon.stale():  # its node's namespace was deleted and remade: start it in the new one
+                daemon.stop()
         with ThreadPoolExecutor(max_workers=1 + len(self.topo.pairs)) as pool:
             central = pool.submit(self._central)
             dpus = [pool.submit(self._dpu, pair, socks) for pair in self.topo.pairs]
@@ -168,7 +181,7 @@ class Dataplane:
         for daemon, schema, port in ((nb, NB_SCHEMA, 6641), (sb, SB_SCHEMA, 6642)):
             db = d / f"{daemon.component}_db.db"
             if not db.exists():
-                run(["ovsdb-tool", "create", str(db), schema], f"create {db.name}")
+                create_db(db, schema)
             if daemon.pid() is None:
                 daemon.start(
                     [str(db), f"--remote=punix:{d / f'{daemon.component}_db.sock'}",
@@ -207,10 +220,10 @@ class Dataplane:
         env = {"OVS_RUNDIR": str(d), "OVS_DBDIR": str(d), "OVS_LOGDIR": str(d), "OVN_RUNDIR": str(d)}
         db = d / "conf.db"
         if not db.exists():
-            run(["ovsdb-tool", "create", str(db), OVS_SCHEMA], f"create {db}")
+            create_db(db, OVS_SCHEMA)
         if ovsdb.pid() is None:
             ovsdb.start([str(db), f"--remote=punix:{d / 'db.sock'}", f"--unixctl={d / 'ovsdb-server.ctl'}"], env)
-            self.vsctl(dpu, "--no-wait", "init")
+        self.vsctl(dpu, "--no-wait", "init")  # every time: an up killed right after the start skipped it
         if vswitchd.pid() is None:
             vswitchd.start([f"unix:{d / 'db.sock'}", f"--unixctl={d / 'ovs-vswitchd.ctl'}"], env)
         opts = self.opts
@@ -233,9 +246,31 @@ class Dataplane:
             "--", "--may-exist", "add-port", "br-int", mgmt.rep_ifname,
             "--", "set", "interface", mgmt.rep_ifname, f"external_ids:iface-id=k8s-{host.name}",
         )
+        self.plug(dpu, mgmt.rep_ifname, f"k8s-{host.name}", socks)  # each re-plugged if remade
+        self.plug(dpu, CLUSTER_IFNAME, None, socks, bridge="br-phy")
         self._encap_ip_on_bridge(dpu, socks)
         if controller.pid() is None:
             controller.start([f"unix:{d / 'db.sock'}"], env)
+
+    def plug(self, dpu: Node, rep: str, iface_id: str | None, socks: Sockets, bridge: str = "br-int") -> None:
+        """Plug a representor into br-int with its iface-id, noting its netdev's ifindex. One
+        remade since it was plugged (deleted by hand, its host rebuilt) is unplugged first, in
+        a transaction of its own: OVS does not reopen a netdev for a delete and an add in one
+        transaction, nor by itself, and would go on reading the old one."""
+        info = socks(self.engine.netns(dpu.name)).link(rep)
+        if info is None:
+            from .errors import DpulabError
+
+            raise DpulabError(f"{dpu.name}: representor {rep} is missing")
+        seen = self.vsctl(dpu, "--if-exists", "get", "interface", rep, "external_ids:dpulab-ifindex").strip().strip('"')
+        if seen == str(info.index):
+            return
+        if seen:
+            self.vsctl(dpu, "--if-exists", "del-port", bridge, rep)
+        self.vsctl(
+            dpu, "--may-exist", "add-port", bridge, rep, "--", "set", "interface", rep,
+            *([f"external_ids:iface-id={iface_id}"] if iface_id else []), f'external_ids:dpulab-ifindex="{info.index}"',
+        )
 
     def _encap_ip_on_bridge(self, dpu: Node, socks: Sockets) -> None:
         """The tunnel endpoint address must live on OVS's br-phy, not on its uplink port."""

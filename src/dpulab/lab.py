@@ -12,7 +12,8 @@ from .errors import DpulabError, InputError
 from .netlink import Sockets
 from .plan import Plan, make_plan
 from .spec import LabSpec
-from .state import LabState, locked
+from .daemons import stop_all
+from .state import LabState, locked, run_dir
 from .topology import Topology
 from .verify import Check, verify_topology, verify_traffic
 
@@ -48,7 +49,21 @@ def plan_for(spec: LabSpec) -> Plan:
     topo = Topology(spec)
     state = LabState.load(spec.name)
     with Sockets() as socks:
-        return make_plan(topo, get_engine(spec.engine, topo), socks, held_vfs(state))
+        engine = get_engine(spec.engine, topo)
+        return make_plan(topo, engine, socks, held_now(state, engine, socks), pod_namespaces(state))
+
+
+def pod_namespaces(state: LabState | None) -> set[str]:
+    return {p["netns"] for p in state.pods.values()} if state is not None else set()
+
+
+def held_now(state: LabState | None, engine, socks: Sockets) -> dict[tuple[str, int], str]:
+    """VFs that sit in their pod right now (a pod whose VF is gone gets it remade on its host)."""
+    if state is None or not state.pods:
+        return {}
+    from .pods import intact
+
+    return intact(state, engine, socks)
 
 
 def up(spec: LabSpec, progress: Progress | None = None, ovnk: "OvnkRun | None" = None) -> UpResult:
@@ -70,7 +85,7 @@ def up(spec: LabSpec, progress: Progress | None = None, ovnk: "OvnkRun | None" =
         topo = Topology(spec)
         engine = get_engine(spec.engine, topo)
         with Sockets() as socks:
-            plan = make_plan(topo, engine, socks, held_vfs(state))
+            plan = make_plan(topo, engine, socks, held_now(state, engine, socks), pod_namespaces(state))
             state.spec = spec  # intent first: an interrupted up is still found by `down`
             state.save()
             t1 = time.perf_counter()
@@ -88,6 +103,10 @@ def up(spec: LabSpec, progress: Progress | None = None, ovnk: "OvnkRun | None" =
 
                 dp = Dataplane(topo, engine)
                 dp.up(socks)
+                if state.pods:  # finish interrupted pod adds, re-plumb pods whose VF was remade
+                    from .pods import reconcile
+
+                    reconcile(state, topo, engine, dp)
                 dp.wait_ready()
                 timings["dataplane"] = time.perf_counter() - t2
                 if progress:
@@ -107,13 +126,17 @@ def down(lab: str) -> list[str]:
     """Remove the lab's namespaces (found by mark), daemons and run directory."""
     require_root("down")
     with locked(lab, "down"):
-        state = LabState.load(lab)
-        spec = state.spec if state else LabSpec(name=lab)
+        try:
+            state = LabState.load(lab)
+            spec = state.spec if state else LabSpec(name=lab)
+        except (DpulabError, ValueError, KeyError):  # unreadable: everything is found by its mark all the same
+            state, spec = None, LabSpec(name=lab)
         topo = Topology(spec)
         engine = get_engine(spec.engine, topo)
         from .dataplane import Dataplane
 
         Dataplane(topo, engine).stop()  # daemons first, by the pids in our run directory
+        stop_all(run_dir(lab))  # and any other pidfile there: starts in flight, nodes dropped since
         with Sockets() as socks:
             names = engine.orphans()
             removed = engine.delete_nodes(names, socks)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
+import stat
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import DpulabError
 
@@ -53,8 +55,17 @@ def _ensure_dir() -> None:
         return
     if ctypes.get_errno() != errno.EINVAL:
         _check(-1, "mount --make-shared /run/netns")
-    _check(_libc.mount(bytes(NETNS_DIR), bytes(NETNS_DIR), b"none", MS_BIND | MS_REC, None), "bind /run/netns")
-    _check(_libc.mount(b"", bytes(NETNS_DIR), b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+    # two commands doing this at once would stack two bind mounts: the directory's flock
+    # (the same inode before and after the bind) lets one of them do it
+    dfd = os.open(NETNS_DIR, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)
+        if _libc.mount(b"", bytes(NETNS_DIR), b"none", MS_SHARED | MS_REC, None) == 0:
+            return
+        _check(_libc.mount(bytes(NETNS_DIR), bytes(NETNS_DIR), b"none", MS_BIND | MS_REC, None), "bind /run/netns")
+        _check(_libc.mount(b"", bytes(NETNS_DIR), b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+    finally:
+        os.close(dfd)
 
 
 @contextmanager
@@ -74,26 +85,52 @@ def entered(target: str | int) -> Iterator[None]:
             os.close(fd)
 
 
-def create(name: str) -> None:
-    """Create /run/netns/<name>; EEXIST if it is there already."""
+def create(name: str, setup: Callable[[], None] | None = None) -> None:
+    """Create /run/netns/<name>; EEXIST if it is there already.
+
+    `setup` runs inside the new namespace before it is bind-mounted, so what it does (the
+    ownership mark) is there the moment the name is: no one, not even a later run of ours
+    after a SIGKILL, ever sees the namespace without it. The only trace a kill can leave is
+    the empty placeholder file the mount goes on (see `is_placeholder`).
+    """
     with _lock:
         _ensure_dir()
         p = path(name)
         fd = os.open(p, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        os.close(fd)
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        own = -1
         try:
+            os.close(fd)
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
             try:
+                if setup is not None:
+                    setup()
                 src = f"/proc/thread-self/ns/net".encode()
                 _check(_libc.mount(src, bytes(p), b"none", MS_BIND, None), f"bind-mount {p}")
             finally:
                 _check(_libc.setns(own, CLONE_NEWNET), "setns back")
-        except OSError:
-            os.unlink(p)
+        except BaseException:  # an error in setup, or Ctrl-C: no placeholder stays behind
+            _libc.umount2(bytes(p), MNT_DETACH)  # (mounted only if the Ctrl-C came after the mount)
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
             raise
         finally:
-            os.close(own)
+            if own >= 0:
+                os.close(own)
+
+
+def is_placeholder(name: str) -> bool:
+    """Is /run/netns/<name> an empty file with no namespace mounted on it (what a `create`
+    killed between making the mount point and mounting leaves)? Whose it is, only the
+    creator's intent journal can tell."""
+    p = path(name)
+    try:
+        st, dst = os.lstat(p), os.stat(NETNS_DIR)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0 and st.st_dev == dst.st_dev
 
 
 def remove(name: str) -> None:

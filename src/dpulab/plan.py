@@ -85,6 +85,12 @@ def is_ours(info: LinkInfo | None, lab: str) -> bool:
     return bool(info and info.alias and info.alias.startswith(mark(lab) + ":"))
 
 
+def is_half_made(info: LinkInfo | None, mac: str) -> bool:
+    """A veth of ours that a kill caught between creating and marking it: no mark yet, but
+    the create request itself gave it the MAC only we derive (sha256 of node and role)."""
+    return bool(info and info.alias is None and info.kind == "veth" and info.mac == mac)
+
+
 def vf_mark(lab: str, link: Link) -> str:
     return mark(lab, "vf", f"pf{link.pf}vf{link.index}")
 
@@ -132,8 +138,8 @@ def link_actions(topo: Topology, engine: "Engine", socks: Sockets, obs: Observed
             if (h, link.index) in held:
                 continue
             hl, rl = hlinks.get(link.host_ifname), dlinks.get(link.rep_ifname)
-            for info, node in ((hl, h), (rl, d)):
-                if info is not None and not is_ours(info, lab):
+            for info, node, mac in ((hl, h, link.host_mac), (rl, d, link.rep_mac)):
+                if info is not None and not is_ours(info, lab) and not is_half_made(info, mac):
                     raise NotOursError(f"{node}: interface {info.name} exists and is not ours; not touching it")
             paired = (
                 hl is not None
@@ -203,8 +209,14 @@ def _mark_new(engine: "Engine", link: Link, lab: str, *, host: bool) -> Action:
 
 
 @_gc_paused()
-def make_plan(topo: Topology, engine: "Engine", socks: Sockets, held: dict[tuple[str, int], str] | None = None) -> Plan:
-    """Everything `up` would do, in order; raises NotOursError before anything is done."""
+def make_plan(
+    topo: Topology, engine: "Engine", socks: Sockets, held: dict[tuple[str, int], str] | None = None,
+    keep: set[str] | None = None,
+) -> Plan:
+    """Everything `up` would do, in order; raises NotOursError before anything is done.
+
+    `keep`: namespaces of ours to leave in place besides those holding VFs (every pod's,
+    also one whose VF is gone and is remade on its host)."""
     from .engines import NodeStatus
 
     statuses = {n.name: engine.node_status(n, socks) for n in topo.nodes}
@@ -213,7 +225,7 @@ def make_plan(topo: Topology, engine: "Engine", socks: Sockets, held: dict[tuple
         raise NotOursError(
             f"{foreign[0]} exists but is not part of lab {topo.lab!r}; choose another --name or remove it yourself"
         )
-    actions = engine.node_actions(socks, statuses, keep=set((held or {}).values()))
+    actions = engine.node_actions(socks, statuses, keep=set((held or {}).values()) | (keep or set()))
     present = [n for n, s in statuses.items() if s is NodeStatus.OURS]
     obs = Observed.read(topo, engine, socks, present)
     actions += link_actions(topo, engine, socks, obs, held or {})

@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from . import namespaces
+from . import intent, namespaces
 from .dataplane import Dataplane, pod_mac, tx_checksum_off
 from .engines import get_engine
 from .engines.netns import create_marked_ns, ns_status
@@ -83,8 +83,8 @@ def add(lab: str, host: str, pod: str, vf: int | None = None, namespace: str = "
         }
         # record intent before touching anything: `down` and `pod del` find half-made pods
         state.pods[pod] = record
-        state.save()
-        try:
+        try:  # (the save inside: a Ctrl-C right after it still rolls back)
+            state.save()
             return _plumb(state, topo, engine, dp, record, pair, net, vf_name)
         except BaseException:
             _unplumb(state, topo, engine, dp, pod)
@@ -95,18 +95,25 @@ def _plumb(state, topo, engine, dp, record, pair, net, vf_name) -> dict[str, Any
     lab, ns, host, pod, vf = state.lab, record["netns"], record["host"], record["name"], record["vf"]
     mac, ip, namespace = record["mac"], record["ip"], record["namespace"]
     with Sockets() as socks:
-        if ns_status(lab, ns, socks) is NodeStatus.FOREIGN:
+        status = ns_status(lab, ns, socks)
+        if status is NodeStatus.FOREIGN:
             raise InputError(f"namespace {ns} exists and is not ours")
-        if not namespaces.exists(ns):
+        if status is NodeStatus.MISSING:
             create_marked_ns(lab, ns, socks)
-        # host half
+        # host half (each step also finishes a pod an interrupted `pod add` left half-made)
         hr = socks(engine.netns(host))
         vf_link = hr.links().get(vf_name)
         if vf_link is not None:
+            stale = socks(ns).link("eth0")
+            if stale is not None:  # the old VF, on a veth whose DPU end went with a deleted namespace
+                socks(ns).del_link("eth0")
+                socks(ns).run()
             hr.set_link(vf_name, index=vf_link.index, netns_fd=socks.fd(ns), new_name="eth0")
             hr.run()
         pr = socks(ns)
-        eth = pr.links()["eth0"]
+        eth = pr.links().get("eth0")
+        if eth is None:
+            raise DpulabError(f"pod {pod}: its VF {vf_name} is neither on {host} nor in {ns}; `dpulab up --name {lab}` remakes it")
         pr.set_link("eth0", mac=mac, mtu=dp.opts.pod_mtu, up=True)
         pr.add_address(eth.index, f"{ip}/{net.subnet.prefixlen}")
         pr.run()
@@ -122,10 +129,7 @@ def _plumb(state, topo, engine, dp, record, pair, net, vf_name) -> dict[str, Any
         try:
             rep, how = resolve(topo, engine, socks, pair.dpu.name, 0, vf, held=_held(state))
             record.update(representor=rep, resolved_by=how, iface_id=iface_id)
-            dp.vsctl(
-                pair.dpu, "--may-exist", "add-port", "br-int", rep,
-                "--", "set", "interface", rep, f"external_ids:iface-id={iface_id}",
-            )
+            dp.plug(pair.dpu, rep, iface_id, socks)  # re-plugged if its veth was remade
             dp.nbctl(
                 "--may-exist", "lsp-add", net.switch, iface_id,
                 "--", "lsp-set-addresses", iface_id, f"{mac} {ip}",
@@ -135,6 +139,48 @@ def _plumb(state, topo, engine, dp, record, pair, net, vf_name) -> dict[str, Any
             record["connection_status"] = {"Status": "Error", "Reason": str(e)}
         state.save()
     return record
+
+
+def intact(state: LabState, engine, socks: Sockets) -> dict[tuple[str, int], str]:
+    """VFs that really sit in their pod: (host, vf) -> pod namespace. Only these are held when
+    `up` plans; the VF of a pod whose namespace or veth is gone is remade on its host, and
+    `reconcile` moves it back into the pod."""
+    return {(p["host"], int(p["vf"])): p["netns"] for p in state.pods.values() if _vf_in_pod(state, p, engine, socks)}
+
+
+def _vf_in_pod(state: LabState, rec: dict[str, Any], engine, socks: Sockets):
+    """The pod's eth0, if it is there and its peer is in the DPU's namespace as it is now (not
+    in one deleted by hand that the DPU's daemons still keep alive, until `up` restarts them)."""
+    if ns_status(state.lab, rec["netns"], socks) is not NodeStatus.OURS or not namespaces.exists(engine.netns(rec["dpu"])):
+        return None
+    r = socks(rec["netns"])
+    eth = r.link("eth0")
+    if eth is None or eth.peer_nsid is None or eth.peer_nsid != r.nsid_of(socks.fd(engine.netns(rec["dpu"]))):
+        return None
+    return eth
+
+
+def _complete(state: LabState, rec: dict[str, Any], engine, socks: Sockets) -> bool:
+    if rec.get("connection_status", {}).get("Status") != "Ready" or not rec.get("representor"):
+        return False
+    eth = _vf_in_pod(state, rec, engine, socks)
+    addrs = socks(rec["netns"]).addresses() if eth is not None else []
+    return eth is not None and eth.up and eth.mac == rec["mac"] and any(a == rec["ip"] for i, a, _ in addrs if i == eth.index)
+
+
+def reconcile(state: LabState, topo: Topology, engine, dp: Dataplane) -> list[str]:
+    """`up`'s part for pods (after the plan and the data plane): finish each pod an interrupted
+    `pod add` left half-made and re-plumb each whose VF, representor or namespace was deleted,
+    representor re-plugged into br-int. Pods already whole are not touched."""
+    hosts = {h.name for h in topo.hosts}
+    redone = []
+    with Sockets() as socks:
+        todo = [rec for rec in state.pods.values() if rec["host"] in hosts and not _complete(state, rec, engine, socks)]
+    for rec in todo:
+        pair = topo.pair_of(rec["host"])
+        _plumb(state, topo, engine, dp, rec, pair, dp.node_nets[rec["host"]], rec["vf_netdev"])
+        redone.append(rec["name"])
+    return redone
 
 
 def delete(lab: str, pod: str) -> dict[str, Any]:
@@ -158,6 +204,8 @@ def _unplumb(state, topo, engine, dp, pod: str) -> dict[str, Any]:
         dp.vsctl(pair.dpu, "--if-exists", "del-port", "br-int", rec["representor"])
     with Sockets() as socks:
         ns = rec["netns"]
+        if intent.leftover(lab, ns):
+            namespaces.remove(ns)  # the placeholder of a create that was killed
         if ns_status(lab, ns, socks) is NodeStatus.OURS:
             pr = socks(ns)
             eth = pr.links().get("eth0")

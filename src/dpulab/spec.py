@@ -276,6 +276,9 @@ def _one_line(err: ValidationError) -> str:
     return f"{where}: {msg}{more}"
 
 
+LAB_FILE_MAX = 1 << 20
+
+
 def load_spec(path: Path | None = None, overrides: dict[str, Any] | None = None) -> LabSpec:
     """Build a LabSpec from an optional YAML file plus flag overrides (flags win).
 
@@ -284,13 +287,21 @@ def load_spec(path: Path | None = None, overrides: dict[str, Any] | None = None)
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            with open(path, "rb") as f:
+                raw = f.read(LAB_FILE_MAX + 1)  # /dev/zero, a log file by mistake: never read whole
+            if len(raw) > LAB_FILE_MAX:
+                raise InputError(f"lab file {path}: larger than {LAB_FILE_MAX // 1024} KiB; is it the right file?")
+            loaded = yaml.safe_load(raw.decode("utf-8"))
         except OSError as e:
             raise InputError(f"cannot read lab file {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"lab file {path}: not UTF-8 text") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
             raise InputError(f"lab file {path}{where}: not valid YAML") from None
+        except (ValueError, RecursionError):  # a 5000-digit number, nesting thousands deep
+            raise InputError(f"lab file {path}: a value is too large or nested too deeply") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -303,6 +314,8 @@ def load_spec(path: Path | None = None, overrides: dict[str, Any] | None = None)
         return LabSpec.model_validate(data)
     except ValidationError as e:
         raise InputError(_one_line(e)) from None
+    except RecursionError:
+        raise InputError("lab file: a value is nested too deeply") from None
 
 
 def json_schema() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import DpulabError, InputError
-from .spec import LabSpec
+from .spec import LAB_NAME_PATTERN, LabSpec
 
 STATE_FILE = "state.json"
 
@@ -27,6 +28,10 @@ def run_root() -> Path:
 
 
 def run_dir(lab: str) -> Path:
+    """The lab's run directory. The name is checked here, where every path starts, so no
+    name (`..`, `/`, empty) ever leads anything outside /run/dpulab/<lab>."""
+    if not isinstance(lab, str) or not re.fullmatch(LAB_NAME_PATTERN, lab):
+        raise InputError(f"{lab!r} is not a lab name: lowercase letters, digits and '-', starting with a letter, at most 20")
     return run_root() / lab
 
 
@@ -89,27 +94,79 @@ class LabState:
         os.replace(tmp, self.dir / STATE_FILE)
 
     def remove(self) -> None:
-        """Delete the run directory (only ever our own /run/dpulab/<lab>)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Delete the run directory (only ever our own /run/dpulab/<lab>; never through a link)."""
+        for _ in range(5):  # a helper of a killed command may still be writing a file into it
+            shutil.rmtree(self.dir, ignore_errors=True)
+            if not os.path.lexists(self.dir):
+                return
+            time.sleep(0.05)
 
 
 @contextmanager
 def locked(lab: str, command: str) -> Iterator[None]:
     """Serialise commands on one lab; a second one says who holds the lock."""
     d = run_dir(lab)
-    d.mkdir(parents=True, exist_ok=True)
-    fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
+    if d.is_symlink():
+        raise DpulabError(f"{d} is a symbolic link, not a run directory dpulab made; not following it")
+    holder = ""
+    for _ in range(40):
+        d.mkdir(parents=True, exist_ok=True)
+        fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another command"
-            raise DpulabError(f"lab {lab!r} is busy: {holder} holds its lock") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"`dpulab {command}` (pid {os.getpid()})".encode(), 0)
+            holder = _holder(fd)
+            os.close(fd)
+            if holder:
+                raise DpulabError(f"lab {lab!r} is busy: {holder} holds its lock") from None
+            time.sleep(0.005)  # the holder has not written its name yet, or is just leaving
+            continue
+        # the holder before us (down, gc) may have removed the directory with the lock file
+        # we opened: that lock guards nothing, take the new one
+        try:
+            st, now = os.fstat(fd), os.stat(d / "lock", follow_symlinks=False)
+            current = (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    else:
+        raise DpulabError(f"lab {lab!r} is busy: another command holds its lock")
+    try:
+        text = f"`dpulab {command}` (pid {os.getpid()})\n".encode()
+        os.pwrite(fd, text, 0)
+        os.ftruncate(fd, len(text))
         yield
     finally:
+        try:
+            os.ftruncate(fd, 0)  # no stale name for the next holder's first instant
+        except OSError:
+            pass
+        _tidy(d)  # still holding the lock
         os.close(fd)
+
+
+def _tidy(d: Path) -> None:
+    """A command that made nothing (`pod add` on a lab that is not there, an `up` refused)
+    leaves no run directory behind: just the lock file (and an empty journal) go."""
+    try:
+        if (d / STATE_FILE).exists() or not set(os.listdir(d)) <= {"lock", "creating"}:
+            return
+        if (d / "creating").exists():
+            (d / "creating").rmdir()  # fails, and so keeps everything, unless empty
+        (d / "lock").unlink()
+        d.rmdir()
+    except OSError:
+        pass
+
+
+def _holder(fd: int) -> str:
+    """The lock holder's own line, if that process is still alive."""
+    lines = os.pread(fd, 256, 0).decode(errors="replace").splitlines()
+    text = lines[0].strip() if lines else ""
+    m = re.search(r"\(pid (\d+)\)$", text)
+    return text if m and os.path.exists(f"/proc/{m.group(1)}") else ""
 
 
 def argv_summary() -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Sequence
 
-from .. import namespaces
+from .. import intent, namespaces
 from ..netlink import Rtnl, Sockets
-from ..plan import ADDRESS, CLUSTER, CREATE_LINK, CREATE_NODE, SET_LINK, Action, is_ours
+from ..plan import ADDRESS, CLUSTER, CREATE_LINK, CREATE_NODE, SET_LINK, Action, is_half_made, is_ours
 from ..topology import CLUSTER_IFNAME, Node, bridge_port_name, mac_for, mark
 from .base import Engine, NodeStatus
 
@@ -27,15 +27,36 @@ def ns_status(lab: str, ns: str, socks: Sockets) -> NodeStatus:
     try:
         lo = socks(ns).link("lo")
     except OSError:
-        return NodeStatus.FOREIGN
+        # an empty placeholder our journal names: a create of ours was killed; `up` remakes it
+        return NodeStatus.MISSING if intent.leftover(lab, ns) else NodeStatus.FOREIGN
     return NodeStatus.OURS if lo is not None and lo.alias == node_mark(lab, ns) else NodeStatus.FOREIGN
 
 
+def _mark_lo(lab: str, ns: str) -> None:
+    r = Rtnl()  # runs inside namespaces.create: this thread is in the new namespace
+    try:
+        r.set_link("lo", up=True, alias=node_mark(lab, ns))
+        r.run()
+    finally:
+        r.close()
+
+
 def create_marked_ns(lab: str, ns: str, socks: Sockets) -> None:
-    namespaces.create(ns)
-    r = socks(ns)
-    r.set_link("lo", up=True, alias=node_mark(lab, ns))
-    r.run()
+    """Make the namespace with `lo` marked before its name appears, under the intent journal."""
+    if intent.leftover(lab, ns):
+        socks.forget(ns)
+        namespaces.remove(ns)
+    intent.record(lab, ns)
+    try:
+        namespaces.create(ns, setup=lambda: _mark_lo(lab, ns))
+    except FileExistsError:
+        intent.done(lab, ns)  # not made by us: the journal must not claim it
+        raise
+    except BaseException:
+        if not namespaces.is_placeholder(ns):  # a Ctrl-C can leave the placeholder: the entry stays
+            intent.done(lab, ns)
+        raise
+    intent.done(lab, ns)  # marked now
 
 
 class NetnsEngine(Engine):
@@ -99,8 +120,14 @@ class NetnsEngine(Engine):
         port = bridge_port_name(node.worker)
         mac = mac_for(node.name, "cluster", 0)
         eth, p = nlinks.get(CLUSTER_IFNAME), clinks.get(port)
-        for info, where in ((eth, node.name), (p, cns)):
-            if info is not None and not is_ours(info, lab):
+        # a kill between creating the veth and marking it leaves it unmarked: the node end
+        # still carries the MAC only we give it, and the port is its peer
+        eth_ours = eth is not None and (is_ours(eth, lab) or is_half_made(eth, mac))
+        p_ours = p is not None and (
+            is_ours(p, lab) or (eth_ours and p.alias is None and eth.peer_index == p.index and p.peer_index == eth.index)
+        )
+        for info, where, ours in ((eth, node.name, eth_ours), (p, cns, p_ours)):
+            if info is not None and not ours:
                 raise NotOursError(f"{where}: interface {info.name} exists and is not ours")
         good = (
             eth is not None
@@ -166,6 +193,7 @@ class NetnsEngine(Engine):
         out = []
         lab = self.topo.lab
         prefix = mark(lab, "node") + ":"
+        out += intent.leftovers(lab)  # placeholders of creates that were killed
         for ns in namespaces.names():
             if not ns.startswith(lab + "-"):
                 continue  # a cheap filter only: the mark decides
@@ -188,7 +216,7 @@ class NetnsEngine(Engine):
     def delete_nodes(self, names: Sequence[str], socks: Sockets) -> list[str]:
         removed = []
         for ns in names:
-            if ns_status(self.topo.lab, ns, socks) is NodeStatus.OURS:
+            if ns_status(self.topo.lab, ns, socks) is NodeStatus.OURS or intent.leftover(self.topo.lab, ns):
                 self._remove(ns, socks)
                 removed.append(ns)
         return removed
