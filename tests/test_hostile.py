@@ -6,9 +6,11 @@ property with many more examples."""
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 from contextlib import ExitStack, redirect_stderr, redirect_stdout
@@ -173,7 +175,8 @@ def argvs(draw, lab_file: Path) -> list[str]:
     return draw(st.lists(TEXT, max_size=4))
 
 
-_TMP = Path(tempfile.mkdtemp(prefix="dpulab-fuzz-"))
+_TMP = Path(tempfile.mkdtemp(prefix="dpulab-fuzz-"))  # hypothesis draws into one file, reused
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 LAB_FILE = _TMP / "lab.yaml"
 
 
