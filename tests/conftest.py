@@ -40,6 +40,17 @@ def root_links_of(lab: str) -> set[str]:
     return out
 
 
+def ifindexes(ns: str) -> dict[str, int]:
+    """Interface name -> ifindex in a namespace, read from the kernel."""
+    from dpulab.netlink import Rtnl
+
+    r = Rtnl(ns)
+    try:
+        return {n: li.index for n, li in r.links().items()}
+    finally:
+        r.close()
+
+
 @pytest.fixture
 def lab_name() -> str:
     """A lab name no other test (or parallel run) uses."""

@@ -126,7 +126,7 @@ def test_pod_input_errors(ovn_lab):
         (["pod", "add", host, "p1", "--vf", "0"], "reserved"),
         (["pod", "add", host, "p1", "--vf", "1"], "reserved"),
         (["pod", "add", host, "p1", "--vf", "8"], "does not exist"),
-        (["pod", "add", f"{name}-worker2", "p1"], "is a DPU"),
+        (["pod", "add", f"{name}-worker2", "p1"], "is not a host"),
         (["pod", "add", host, "Bad_Name"], "not a valid pod name"),
         (["pod", "del", "nope"], "no pod"),
         (["logs", f"{name}-worker"], "runs no daemons"),
@@ -135,3 +135,42 @@ def test_pod_input_errors(ovn_lab):
         assert res.returncode == 2, (args, res.stderr)
         assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert run_cli("logs", f"{name}-worker2", "ovn-controller", "--name", name).returncode == 0
+
+
+def test_lab_file_pods_come_up_with_the_lab(clean_lab, tmp_path):
+    """One `up -f` brings the lab, its data plane and its pods; a second changes nothing."""
+    name = clean_lab
+    f = tmp_path / "lab.yaml"
+    f.write_text(
+        f"name: {name}\nvfs: 6\npods:\n  - {{name: a, host: 0}}\n  - {{name: b, host: 1, vf: 4}}\n"
+        f"  - {{name: c, host: {name}-worker3}}\n"
+    )
+    res = run_cli("up", "-f", str(f))
+    assert res.returncode == 0, res.stderr
+    pods = {p["name"]: p for p in json.loads(run_cli("pod", "list", "--name", name, "--json").stdout)}
+    assert set(pods) == {"a", "b", "c"}
+    assert pods["b"]["vf"] == 4 and pods["c"]["vf"] not in (0, 1, 4)
+    assert all(p["status"] == "Ready" for p in pods.values()), pods
+    again = run_cli("up", "-f", str(f))
+    assert again.returncode == 0 and "nothing changed" in again.stdout
+    report = checks(name, "--traffic")
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]
+
+
+def test_shrinking_retires_the_dropped_dpus_daemons(clean_lab):
+    name = clean_lab
+    assert run_cli("up", "--name", name, "--pairs", "2", "--vfs", "4").returncode == 0
+    assert run_cli("pod", "add", f"{name}-worker3", "p", "--name", name).returncode == 0
+    res = run_cli("up", "--name", name, "--pairs", "1")
+    assert res.returncode == 2 and "pod del" in res.stderr, "a pod on a dropped host blocks the change"
+    assert run_cli("pod", "del", "p", "--name", name).returncode == 0
+    dropped = [p for p in daemon_pids(name) if f"/{name}-worker4/".encode() in open(f"/proc/{p}/cmdline", "rb").read()]
+    assert dropped, "the second DPU runs its daemons before the change"
+    assert run_cli("up", "--name", name, "--pairs", "1").returncode == 0
+    assert not [p for p in dropped if os.path.exists(f"/proc/{p}") and ") Z" not in open(f"/proc/{p}/stat").read()]
+    sb = f"unix:/run/dpulab/{name}/{name}-control-plane/ovnsb_db.sock"
+    chassis = subprocess.run(["ovn-sbctl", f"--db={sb}", "--bare", "--columns=name", "list", "Chassis"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert chassis == [f"{name}-worker2"]
+    report = checks(name, "--traffic")
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]

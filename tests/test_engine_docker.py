@@ -9,10 +9,10 @@ import subprocess
 import pytest
 
 from dpulab import namespaces
-from dpulab.netlink import Rtnl
 
 from .conftest import needs_root
 
+from .conftest import ifindexes
 from .docker_fixtures import (  # noqa: F401  (fixtures)
     IMAGE,
     docker_host,
@@ -27,14 +27,6 @@ from .docker_fixtures import (  # noqa: F401  (fixtures)
     podman_ready,
     run_options,
 )
-
-
-def links(ns: str) -> dict[str, int]:
-    r = Rtnl(ns)
-    try:
-        return {n: li.index for n, li in r.links().items()}
-    finally:
-        r.close()
 
 
 def verify_ok(name: str) -> dict:
@@ -66,16 +58,16 @@ def test_up_verify_up_again_down(binary, tmp_path):
             assert labels["dpulab.lab"] == name and labels["dpulab.node"] == node
         for host in hosts:
             assert set(inspect(binary, host)["NetworkSettings"].get("Networks") or {}) <= {"none"}, "a host is on no network"
-            assert set(links(host)) == {"lo", "eth0-0", "eth0-1", "eth0-2"}, "a host has exactly its VFs"
-        assert set(links(dpus[1])) == {"lo", "eth0", "rep1-0", "rep1-1", "rep1-2"}
+            assert set(ifindexes(host)) == {"lo", "eth0-0", "eth0-1", "eth0-2"}, "a host has exactly its VFs"
+        assert set(ifindexes(dpus[1])) == {"lo", "eth0", "rep1-0", "rep1-1", "rep1-2"}
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
         assert all(n in listed for n in hosts + dpus), "nodes visible to `ip netns`"
         assert ours(binary, "network", f"dpulab.lab={name}") == [f"dpulab-{name}"]
 
-        before = {n: (inspect(binary, n)["Id"], links(n)) for n in hosts + dpus}
+        before = {n: (inspect(binary, n)["Id"], ifindexes(n)) for n in hosts + dpus}
         again = dpulab("up", "--name", name)
         assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
-        assert {n: (inspect(binary, n)["Id"], links(n)) for n in before} == before
+        assert {n: (inspect(binary, n)["Id"], ifindexes(n)) for n in before} == before
 
 
 def test_converge_keeps_what_is_right(docker_host, tmp_path):
@@ -87,7 +79,7 @@ def test_converge_keeps_what_is_right(docker_host, tmp_path):
         res = dpulab("up", "--name", name, "--pairs", "2", "--vfs", "3")
         assert res.returncode == 0, res.stderr
         assert {n: inspect("docker", n)["Id"] for n in first} == first, "existing nodes kept"
-        assert set(links(f"{name}-worker3")) == {"lo", "eth0-0", "eth0-1", "eth0-2"}
+        assert set(ifindexes(f"{name}-worker3")) == {"lo", "eth0-0", "eth0-1", "eth0-2"}
         verify_ok(name)
         assert dpulab("up", "--name", name, "--pairs", "1").returncode == 0
         assert engine("docker", "inspect", f"{name}-worker3").returncode != 0, "surplus node removed"

@@ -5,23 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
 
 from dpulab import lab, namespaces
-from dpulab.netlink import Rtnl
 from dpulab.spec import load_spec
 
-from .conftest import needs_root, netns_names, run_cli
+from .conftest import ifindexes, needs_root, netns_names, run_cli
 
 pytestmark = needs_root
-
-
-def ifindexes(ns: str) -> dict[str, int]:
-    r = Rtnl(ns)
-    try:
-        return {n: li.index for n, li in r.links().items()}
-    finally:
-        r.close()
 
 
 def verify_json(name: str) -> dict:

@@ -98,3 +98,28 @@ def test_schema_rejects_unknown_fields():
     schema = LabSpec.model_json_schema()
     assert schema["additionalProperties"] is False
     assert {"name", "pairs", "vfs", "naming", "engine", "dataplane"} <= set(schema["properties"])
+
+
+@pytest.mark.parametrize(
+    "pods, words",
+    [
+        ([{"name": "a", "host": 5}], "not a host"),
+        ([{"name": "a", "host": "dpu-worker2"}], "not a host"),
+        ([{"name": "a"}, {"name": "a", "host": 1}], "used twice"),
+        ([{"name": "a", "vf": 1}], "reserved"),
+        ([{"name": "a", "vf": 16}], "reserved or does not exist"),
+        ([{"name": "a", "vf": 3}, {"name": "b", "vf": 3}], "taken"),
+        ([{"name": "Bad"}], "pods.0.name"),
+    ],
+)
+def test_lab_file_pods_are_checked(pods, words):
+    with pytest.raises(InputError) as e:
+        load_spec(overrides={"pods": pods})
+    assert words in str(e.value)
+
+
+def test_lab_file_pods_need_the_data_plane():
+    with pytest.raises(InputError, match="ovn data plane"):
+        load_spec(overrides={"pods": [{"name": "a"}], "dataplane": "none"})
+    spec = load_spec(overrides={"pods": [{"name": "a", "host": 1}, {"name": "b", "host": "dpu-worker"}]})
+    assert [spec.pod_host(p) for p in spec.pods] == ["dpu-worker3", "dpu-worker"]

@@ -60,7 +60,7 @@ def _global_options(
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def up(
     file: Optional[Path] = typer.Option(None, "-f", "--file", help="Lab file (YAML); flags override it."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Lab name [dpu]."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Lab name (default: dpu)."),
     pairs: Optional[int] = typer.Option(None, help="Host/DPU pairs [2]."),
     vfs: Optional[int] = typer.Option(None, help="Links (VF <-> representor) per pair [16]."),
     naming: Optional[str] = typer.Option(None, help="seed: rep<pair>-<i> (the spec's drawing) | ovnk: rep0-<i> on every DPU."),
@@ -113,7 +113,7 @@ def up(
 @app.command()
 def plan(
     file: Optional[Path] = typer.Option(None, "-f", "--file", help="Lab file (YAML); flags override it."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Lab name [dpu]."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Lab name (default: dpu)."),
     pairs: Optional[int] = typer.Option(None, help="Host/DPU pairs."),
     vfs: Optional[int] = typer.Option(None, help="Links per pair."),
     naming: Optional[str] = typer.Option(None, help="seed | ovnk."),

@@ -20,9 +20,11 @@ def gc(
     labs: Optional[list[str]] = typer.Option(None, "--lab", help="Only this lab's leftovers (repeatable).", callback=_lab_names),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Remove leftovers of labs whose state file is gone: namespaces, placeholders, daemons,
-    interfaces and run directories, each only if it carries that lab's mark. Anything
-    same-named that is not ours is listed and left alone; labs in use are skipped."""
+    """Remove leftovers of labs whose state file is gone, by mark only.
+
+    Namespaces, placeholders, daemons, interfaces and run directories go only if they carry
+    that lab's mark. Anything same-named that is not ours is listed and left alone; labs in
+    use are skipped."""
     from .gc import LEFT_ALONE, SKIPPED, gc as collect
     from .lab import require_root
 

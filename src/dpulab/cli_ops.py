@@ -76,8 +76,8 @@ def where(node: str, lab: Optional[str]) -> Where:
     if lab is not None:
         w = _match(lab, node)
         if w is None:
-            st = LabState.require(lab)
-            names = [n for n in _names(lab)]
+            LabState.require(lab)  # no such lab: that is the one line
+            names = list(_names(lab))
             raise InputError(f"{node!r} is not a node or pod of lab {lab} ({', '.join(names[:8])}{', …' if len(names) > 8 else ''})")
         return w
     found = [w for w in (_match(name, node) for name in labs()) if w is not None]
@@ -215,7 +215,7 @@ A running lab is read from the kernel (links up/down, pods, daemons, impairments
 
 
 def graph_cmd(
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Lab name [dpu]."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Lab name (default: dpu)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-F", help="mermaid | dot | svg | png | html | json (default: from -o's extension, else mermaid)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
     file: Optional[Path] = typer.Option(None, "-f", "--file", help="Lab file (YAML): draw what it plans."),

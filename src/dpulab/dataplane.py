@@ -314,6 +314,28 @@ class Dataplane:
                     stopped.append(f"{daemon.node}/{daemon.component}")
         return stopped
 
+    def retire(self) -> list[str]:
+        """Stop the daemons of DPUs no longer in the lab (`up` with fewer pairs), forget their
+        chassis and their hosts' switches, and remove their run directories."""
+        from .daemons import stop_all
+
+        keep = {n.name for n in self.topo.nodes}
+        gone = []
+        for d in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()) if self.root.is_dir() else []:
+            if d.name.startswith(f"{self.topo.lab}-worker") and d.name not in keep and any(d.glob("*.pid")):
+                stop_all(d)
+                shutil.rmtree(d, ignore_errors=True)
+                gone.append(d.name)
+        if gone and self.central_daemons()[1].pid() is not None:
+            self.sbctl(*[a for name in gone for a in ("--", "--if-exists", "chassis-del", name)][1:])
+            hosts = set(self.node_nets)
+            switches = self.nbctl("--bare", "--columns=name", "list", "Logical_Switch").split()
+            stale = [sw for sw in switches if sw.startswith(f"{self.topo.lab}-worker") and sw not in hosts]
+            if stale:
+                self.nbctl(*[a for sw in stale for a in ("--", "--if-exists", "ls-del", sw, "--", "--if-exists",
+                                                           "lrp-del", f"rtos-{sw}")][1:])
+        return gone
+
     def ports_up(self) -> dict[str, bool]:
         out = self.nbctl("--bare", "--columns=name,up", "--format=csv", "--no-headings", "list", "Logical_Switch_Port")
         result = {}

@@ -83,12 +83,20 @@ def up(spec: LabSpec, progress: Progress | None = None, ovnk: "OvnkRun | None" =
         if state is None:
             state = LabState(spec.name, {"created": time.time()})
         topo = Topology(spec)
+        hosts = {h.name for h in topo.hosts}
+        stranded = sorted(p for p, rec in state.pods.items() if rec["host"] not in hosts)
+        if stranded:
+            raise InputError(f"pods {', '.join(stranded)} live on hosts this change drops; `dpulab pod del` them first")
         engine = get_engine(spec.engine, topo)
         with Sockets() as socks:
             plan = make_plan(topo, engine, socks, held_now(state, engine, socks), pod_namespaces(state))
             state.spec = spec  # intent first: an interrupted up is still found by `down`
             state.save()
             t1 = time.perf_counter()
+            if spec.dataplane == "ovn":
+                from .dataplane import Dataplane
+
+                Dataplane(topo, engine).retire()  # daemons of dropped DPUs, before their namespaces go
             plan.apply(socks, progress)
             t2 = time.perf_counter()
             timings = {"plan": t1 - t0, "wiring": t2 - t1}
@@ -107,6 +115,15 @@ def up(spec: LabSpec, progress: Progress | None = None, ovnk: "OvnkRun | None" =
                     from .pods import reconcile
 
                     reconcile(state, topo, engine, dp)
+                # pods with a VF named first, so a free-VF pick cannot take theirs
+                wanted = sorted((p for p in spec.pods if p.name not in state.pods), key=lambda p: p.vf is None)
+                if wanted:  # the lab file's pods; pods added with `pod add` are left as they are
+                    from .pods import add_locked
+
+                    for pod in wanted:
+                        add_locked(state, topo, engine, dp, spec.pod_host(pod), pod.name, pod.vf, pod.namespace)
+                    if progress:
+                        progress("pods", len(wanted))
                 dp.wait_ready()
                 timings["dataplane"] = time.perf_counter() - t2
                 if progress:

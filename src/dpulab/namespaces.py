@@ -71,7 +71,7 @@ def _ensure_dir() -> None:
 @contextmanager
 def entered(target: str | int) -> Iterator[None]:
     """Run the body with this thread inside a network namespace (a path or an open fd)."""
-    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     fd = os.open(target, os.O_RDONLY) if isinstance(target, str) else target
     try:
         _check(_libc.setns(fd, CLONE_NEWNET), f"setns {target}")
@@ -105,7 +105,7 @@ def create(name: str, setup: Callable[[], None] | None = None) -> None:
             try:
                 if setup is not None:
                     setup()
-                src = f"/proc/thread-self/ns/net".encode()
+                src = "/proc/thread-self/ns/net".encode()
                 _check(_libc.mount(src, bytes(p), b"none", MS_BIND, None), f"bind-mount {p}")
             finally:
                 _check(_libc.setns(own, CLONE_NEWNET), "setns back")

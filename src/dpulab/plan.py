@@ -17,7 +17,7 @@ from .netlink import LinkInfo, Sockets
 from .topology import Link, Topology, mark
 
 if TYPE_CHECKING:
-    from .engines import Engine, NodeStatus
+    from .engines import Engine
 
 # Phases, in the order they run.
 CREATE_NODE, MARK_NODE, CLUSTER, DELETE_LINK, CREATE_LINK, SET_LINK, ADDRESS, DELETE_NODE = range(8)

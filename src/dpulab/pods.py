@@ -50,45 +50,47 @@ def add(lab: str, host: str, pod: str, vf: int | None = None, namespace: str = "
             raise InputError(f"{value!r} is not a valid {what} name (lowercase letters, digits, '-', at most 32)")
     with locked(lab, "pod add"):
         state, topo, engine, dp = _context(lab)
-        if pod in state.pods:
-            raise InputError(f"pod {pod!r} exists already (on {state.pods[pod]['host']})")
-        try:
-            pair = topo.pair_of(host)
-        except KeyError:
-            raise InputError(f"{host} is not a node of lab {lab}") from None
-        if pair.host.name != host:
-            raise InputError(f"{host} is a DPU; pods run on hosts ({pair.host.name})")
-        reserved = {0, dp.opts.mgmt_vf}
-        taken = {int(p["vf"]) for p in state.pods.values() if p["host"] == host}
-        if vf is None:
-            free = [i for i in range(topo.spec.vfs) if i not in reserved | taken]
-            if not free:
-                raise InputError(f"{host} has no free VF (VF 0 is the gateway link, VF {dp.opts.mgmt_vf} the management port)")
-            vf = free[0]
-        elif not 0 <= vf < topo.spec.vfs:
-            raise InputError(f"VF {vf} does not exist on {host} (0..{topo.spec.vfs - 1})")
-        elif vf in reserved:
-            raise InputError(f"VF {vf} is reserved (0: gateway link, {dp.opts.mgmt_vf}: management port)")
-        elif vf in taken:
-            raise InputError(f"VF {vf} of {host} is in use")
-        net = dp.node_nets[host]
-        used = {p["ip"] for p in state.pods.values() if p["host"] == host}
-        ip = next(net.pod_ip(k) for k in range(net.subnet.num_addresses) if net.pod_ip(k) not in used)
-        mac = pod_mac(ip)
-        ns = pod_netns(lab, pod)
-        vf_name = fill(templates(topo.spec)[0], pair.index, vf)
-        record: dict[str, Any] = {
-            "name": pod, "namespace": namespace, "host": host, "dpu": pair.dpu.name, "vf": vf,
-            "vf_netdev": vf_name, "netns": ns, "ip": ip, "mac": mac, "created": time.time(),
-        }
-        # record intent before touching anything: `down` and `pod del` find half-made pods
-        state.pods[pod] = record
-        try:  # (the save inside: a Ctrl-C right after it still rolls back)
-            state.save()
-            return _plumb(state, topo, engine, dp, record, pair, net, vf_name)
-        except BaseException:
-            _unplumb(state, topo, engine, dp, pod)
-            raise
+        return add_locked(state, topo, engine, dp, host, pod, vf, namespace)
+
+
+def add_locked(state: LabState, topo: Topology, engine, dp: Dataplane, host: str, pod: str,
+               vf: int | None = None, namespace: str = "default") -> dict[str, Any]:
+    """`add` for a caller that holds the lab's lock (`up` adding the lab file's pods)."""
+    lab = state.lab
+    if pod in state.pods:
+        raise InputError(f"pod {pod!r} exists already (on {state.pods[pod]['host']})")
+    pair = topo.pair_as(host, "host")
+    reserved = {0, dp.opts.mgmt_vf}
+    taken = {int(p["vf"]) for p in state.pods.values() if p["host"] == host}
+    if vf is None:
+        free = [i for i in range(topo.spec.vfs) if i not in reserved | taken]
+        if not free:
+            raise InputError(f"{host} has no free VF (VF 0 is the gateway link, VF {dp.opts.mgmt_vf} the management port)")
+        vf = free[0]
+    elif not 0 <= vf < topo.spec.vfs:
+        raise InputError(f"VF {vf} does not exist on {host} (0..{topo.spec.vfs - 1})")
+    elif vf in reserved:
+        raise InputError(f"VF {vf} is reserved (0: gateway link, {dp.opts.mgmt_vf}: management port)")
+    elif vf in taken:
+        raise InputError(f"VF {vf} of {host} is in use")
+    net = dp.node_nets[host]
+    used = {p["ip"] for p in state.pods.values() if p["host"] == host}
+    ip = next(net.pod_ip(k) for k in range(net.subnet.num_addresses) if net.pod_ip(k) not in used)
+    mac = pod_mac(ip)
+    ns = pod_netns(lab, pod)
+    vf_name = fill(templates(topo.spec)[0], pair.index, vf)
+    record: dict[str, Any] = {
+        "name": pod, "namespace": namespace, "host": host, "dpu": pair.dpu.name, "vf": vf,
+        "vf_netdev": vf_name, "netns": ns, "ip": ip, "mac": mac, "created": time.time(),
+    }
+    # record intent before touching anything: `down` and `pod del` find half-made pods
+    state.pods[pod] = record
+    try:  # (the save inside: a Ctrl-C right after it still rolls back)
+        state.save()
+        return _plumb(state, topo, engine, dp, record, pair, net, vf_name)
+    except BaseException:
+        _unplumb(state, topo, engine, dp, pod)
+        raise
 
 
 def _plumb(state, topo, engine, dp, record, pair, net, vf_name) -> dict[str, Any]:

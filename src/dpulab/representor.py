@@ -53,12 +53,7 @@ def resolve(
     held: dict | None = None,
 ) -> tuple[str, str]:
     """Return (netdev, method that found it); InputError if nothing matches."""
-    try:
-        pair = topo.pair_of(dpu)
-    except KeyError:
-        raise InputError(f"{dpu} is not a node of lab {topo.lab}") from None
-    if pair.dpu.name != dpu:
-        raise InputError(f"{dpu} is a host; representors live on its DPU {pair.dpu.name}")
+    pair = topo.pair_as(dpu, "dpu")
     links = socks(engine.netns(dpu)).links()
     finders = {
         "name": lambda: _by_name(topo, pair, links, pf, vf),

@@ -160,6 +160,15 @@ class Impairment(_Strict):
         return self
 
 
+class PodSpec(_Strict):
+    """A pod `up` makes (like `dpulab pod add`): on a host, on a VF, through the host's DPU."""
+
+    name: str = Field(pattern=POD_NAME_PATTERN, description="Pod name")
+    host: int | str = Field(0, description="Host: pair index or node name (e.g. dpu-worker3)")
+    vf: int | None = Field(None, ge=0, description="VF (default: the first free one)")
+    namespace: str = Field("default", pattern=POD_NAME_PATTERN, description="Kubernetes namespace")
+
+
 class LabSpec(_Strict):
     """A simulated DPU lab."""
 
@@ -181,6 +190,7 @@ class LabSpec(_Strict):
     ovnk: OvnkOptions = Field(OvnkOptions(), description="OVN-Kubernetes deployment (kind engine), the spec's Step 8 flags")
     containers: ContainerOptions = ContainerOptions()
     impairments: tuple[Impairment, ...] = Field((), description="Link impairments (delay, jitter, loss, rate), applied by `up`")
+    pods: tuple[PodSpec, ...] = Field((), description="Pods `up` makes on the data plane (never removes others)")
 
     @field_validator("name")
     @classmethod
@@ -221,6 +231,8 @@ class LabSpec(_Strict):
                 f"the ovn data plane needs at least {max(1, self.ovn.mgmt_vf) + 1} vfs "
                 f"(VF 0 is the gateway link, VF {self.ovn.mgmt_vf} the management port)"
             )
+        if self.pods:
+            self._check_pods()
         net = ipaddress.ip_network(self.cluster.subnet)
         if net.num_addresses - 3 < 1 + 2 * self.pairs:
             raise ValueError(f"cluster subnet {net} is too small for {self.pairs} pairs")
@@ -266,6 +278,34 @@ class LabSpec(_Strict):
                         f"(as eth0-{index}), but pair {pair} would have {host!r}: use a names.vf template such as 'eth0-{{vf}}'"
                     )
         return self
+
+
+    def pod_host(self, pod: PodSpec) -> str:
+        """The node name of a pod's host (`host` may be a pair index)."""
+        from .topology import worker_name
+
+        return worker_name(self.name, 2 * pod.host + 1) if isinstance(pod.host, int) else pod.host
+
+    def _check_pods(self) -> None:
+        from .topology import worker_name
+
+        if self.dataplane != "ovn":
+            raise ValueError("pods need the ovn data plane (dataplane: ovn)")
+        hosts = {worker_name(self.name, 2 * p + 1) for p in range(self.pairs)}
+        names = [p.name for p in self.pods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pods: a name is used twice ({', '.join(sorted({n for n in names if names.count(n) > 1}))})")
+        taken: set[tuple[str, int]] = set()
+        for pod in self.pods:
+            host = self.pod_host(pod)
+            if host not in hosts:
+                raise ValueError(f"pod {pod.name}: host {pod.host!r} is not a host of this lab ({', '.join(sorted(hosts))})")
+            if pod.vf is not None:
+                if pod.vf >= self.vfs or pod.vf in (0, self.ovn.mgmt_vf):
+                    raise ValueError(f"pod {pod.name}: VF {pod.vf} is reserved or does not exist (2..{self.vfs - 1})")
+                if (host, pod.vf) in taken:
+                    raise ValueError(f"pod {pod.name}: VF {pod.vf} of {host} is taken by another pod")
+                taken.add((host, pod.vf))
 
 
 def _one_line(err: ValidationError) -> str:

@@ -154,6 +154,19 @@ class Topology:
                 return p
         raise KeyError(node)
 
+    def pair_as(self, node: str, role: Role) -> Pair:
+        """The pair whose `role` node is `node`; InputError (one line) for anything else."""
+        from .errors import InputError
+
+        try:
+            pair = self.pair_of(node)
+        except KeyError:
+            raise InputError(f"{node} is not a node of lab {self.lab}") from None
+        want = getattr(pair, role).name
+        if want != node:
+            raise InputError(f"{node} is not a {role}: its pair's {role} is {want}")
+        return pair
+
     def links(self, pair: Pair) -> tuple[Link, ...]:
         h, d = pair.host.name, pair.dpu.name
         vf, rep = templates(self.spec)

@@ -3,7 +3,6 @@ bridge in a namespace of its own. Needs nothing but the kernel."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Sequence
 
 from .. import intent, namespaces

@@ -378,7 +378,6 @@ class KubeCluster:
     def _wait(self, what: str, list_fn, unmet: Callable[[dict[str, dict]], list[str]], timeout: float, **kw) -> None:
         """List, then watch from that version until `unmet` is empty; relist on expiry; fail at the deadline."""
         from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
 
         deadline = time.monotonic() + timeout
         while True:
