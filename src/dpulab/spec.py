@@ -28,6 +28,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _ipv4_network(v: str, what: str, max_prefix: int) -> str:
+    try:
+        net = ipaddress.ip_network(v, strict=True)
+    except ValueError as e:
+        raise ValueError(f"not a network address: {v} ({e})") from None
+    if net.version != 4 or net.prefixlen > max_prefix:
+        raise ValueError(f"{what} must be IPv4" + (f" with a prefix of /{max_prefix} or shorter" if max_prefix < 32 else ""))
+    return v
+
+
 class ClusterNetwork(_Strict):
     """The stand-in for kind's docker network: control plane and DPUs only, never hosts."""
 
@@ -37,13 +47,7 @@ class ClusterNetwork(_Strict):
     @field_validator("subnet")
     @classmethod
     def _subnet(cls, v: str) -> str:
-        try:
-            net = ipaddress.ip_network(v, strict=True)
-        except ValueError as e:
-            raise ValueError(f"not a network address: {v} ({e})") from None
-        if net.version != 4 or net.prefixlen > 28:
-            raise ValueError("cluster subnet must be IPv4 with a prefix of /28 or shorter")
-        return v
+        return _ipv4_network(v, "cluster subnet", max_prefix=28)
 
 
 class DataplaneOptions(_Strict):
@@ -58,13 +62,7 @@ class DataplaneOptions(_Strict):
     @field_validator("pod_cidr")
     @classmethod
     def _cidr(cls, v: str) -> str:
-        try:
-            net = ipaddress.ip_network(v, strict=True)
-        except ValueError as e:
-            raise ValueError(f"not a network address: {v} ({e})") from None
-        if net.version != 4:
-            raise ValueError("pod CIDR must be IPv4")
-        return v
+        return _ipv4_network(v, "pod CIDR", max_prefix=32)
 
 
 IFNAME_CHARS = re.compile(r"^[A-Za-z0-9_.{}-]+$")

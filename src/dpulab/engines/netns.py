@@ -108,10 +108,10 @@ class NetnsEngine(Engine):
             actions.append(Action(CLUSTER, f"{cns}/{bridge}", "bridge", make_bridge))
         for node in topo.cluster_members:
             nlinks = socks(node.name).links() if statuses[node.name] is NodeStatus.OURS else {}
-            actions += self._member_actions(node, nlinks, clinks, br)
+            actions += self._member_actions(node, nlinks, clinks, br, socks)
         return actions
 
-    def _member_actions(self, node: Node, nlinks: dict, clinks: dict, br) -> list[Action]:
+    def _member_actions(self, node: Node, nlinks: dict, clinks: dict, br, socks: Sockets) -> list[Action]:
         from ..errors import NotOursError
 
         lab, cns, bridge = self.topo.lab, self.cluster_ns, self.topo.cluster_bridge
@@ -159,7 +159,7 @@ class NetnsEngine(Engine):
         if good and eth is not None:
             want = node.cluster_ip.split("/")
             # anywhere in the node: with the data plane the address moves to OVS's br-phy
-            have_addr = any(a == want[0] and plen == int(want[1]) for _, a, plen in self._addrs(node.name))
+            have_addr = any(a == want[0] and plen == int(want[1]) for _, a, plen in socks(node.name).addresses())
         if not have_addr:
 
             def address(s: Sockets) -> None:
@@ -169,12 +169,6 @@ class NetnsEngine(Engine):
             actions.append(Action(ADDRESS, f"{node.name}/{CLUSTER_IFNAME}", node.cluster_ip, address))
         return actions
 
-    def _addrs(self, ns: str):
-        r = Rtnl(ns)
-        try:
-            return r.addresses()
-        finally:
-            r.close()
 
     # -- nodes that are ours but no longer wanted ---------------------------------------
     def _surplus_actions(self, keep: set[str]) -> list[Action]:
