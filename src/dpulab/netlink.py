@@ -27,6 +27,7 @@ pyroute2 is imported on first use, not at import time (it costs ~0.15 s of start
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import re
 import socket
@@ -432,6 +433,7 @@ class Codec:
 _REQ_ACK = NLM_F_REQUEST | NLM_F_ACK
 CREATE_VETH = Codec(veth_msg, RTM_NEWLINK, _REQ_ACK | NLM_F_CREATE | NLM_F_EXCL)
 SET_LINK = Codec(set_msg, RTM_NEWLINK, _REQ_ACK)
+_SET_DEFAULTS = {p.name: p.default for p in inspect.signature(set_msg).parameters.values() if p.name != "name"}
 DEL_LINK = Codec(name_msg, RTM_DELLINK, _REQ_ACK)
 GET_LINK = Codec(name_msg, RTM_GETLINK, NLM_F_REQUEST)
 DUMP_LINKS = Codec(dump_links_msg, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP)
@@ -667,32 +669,13 @@ class Rtnl:
         msg["attrs"].append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}))
         self.queue(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"create bridge {name}")
 
-    def set_link(
-        self,
-        name: str,
-        *,
-        up: bool | None = None,
-        alias: str | None = None,
-        mac: str | None = None,
-        master: int | None = None,
-        mtu: int | None = None,
-        new_name: str | None = None,
-        netns_fd: int | None = None,
-        index: int = 0,
-    ) -> None:
-        """Queue a change to an existing link, found by name (or index when given)."""
-        values = {
-            "name": name,
-            "up": up,
-            "alias": alias,
-            "mac": mac,
-            "master": master,
-            "mtu": mtu,
-            "new_name": new_name,
-            "netns_fd": netns_fd,
-            "index": index,
-        }
-        self._push(SET_LINK.encode(self._next_seq(), values), f"set {name}")
+    def set_link(self, name: str, **changes: Any) -> None:
+        """Queue a change to an existing link, found by name (or `index` when given); the
+        keywords are `set_msg`'s: up, alias, mac, master, mtu, new_name, netns_fd, index."""
+        unknown = changes.keys() - _SET_DEFAULTS.keys()
+        if unknown:
+            raise TypeError(f"set_link: unknown change {', '.join(sorted(unknown))}")
+        self._push(SET_LINK.encode(self._next_seq(), {**_SET_DEFAULTS, **changes, "name": name}), f"set {name}")
 
     def del_link(self, name: str, *, missing_ok: bool = True) -> None:
         self._push(
