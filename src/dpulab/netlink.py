@@ -432,6 +432,19 @@ class Codec:
 
 _REQ_ACK = NLM_F_REQUEST | NLM_F_ACK
 CREATE_VETH = Codec(veth_msg, RTM_NEWLINK, _REQ_ACK | NLM_F_CREATE | NLM_F_EXCL)
+def _addr_msg(ifindex: int, cidr: str) -> Any:
+    """An ifaddrmsg for `cidr` ("a.b.c.d/len" or IPv6) on interface `ifindex`."""
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+    addr, plen = cidr.split("/")
+    msg = ifaddrmsg()
+    msg["family"] = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    msg["prefixlen"] = int(plen)
+    msg["index"] = ifindex
+    msg["attrs"] = [("IFA_LOCAL", addr), ("IFA_ADDRESS", addr)]
+    return msg
+
+
 SET_LINK = Codec(set_msg, RTM_NEWLINK, _REQ_ACK)
 _SET_DEFAULTS = {p.name: p.default for p in inspect.signature(set_msg).parameters.values() if p.name != "name"}
 DEL_LINK = Codec(name_msg, RTM_DELLINK, _REQ_ACK)
@@ -683,26 +696,10 @@ class Rtnl:
         )
 
     def add_address(self, ifindex: int, cidr: str) -> None:
-        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-
-        addr, plen = cidr.split("/")
-        msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        msg["prefixlen"] = int(plen)
-        msg["index"] = ifindex
-        msg["attrs"] = [("IFA_LOCAL", addr), ("IFA_ADDRESS", addr)]
-        self.queue(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, f"address {cidr}", (errno.EEXIST,))
+        self.queue(_addr_msg(ifindex, cidr), RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, f"address {cidr}", (errno.EEXIST,))
 
     def del_address(self, ifindex: int, cidr: str) -> None:
-        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-
-        addr, plen = cidr.split("/")
-        msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        msg["prefixlen"] = int(plen)
-        msg["index"] = ifindex
-        msg["attrs"] = [("IFA_LOCAL", addr), ("IFA_ADDRESS", addr)]
-        self.queue(msg, RTM_DELADDR, 0, f"delete address {cidr}", (errno.EADDRNOTAVAIL,))
+        self.queue(_addr_msg(ifindex, cidr), RTM_DELADDR, 0, f"delete address {cidr}", (errno.EADDRNOTAVAIL,))
 
     def add_route(self, dst: str, *, gateway: str | None = None, oif: int | None = None) -> None:
         from pyroute2.netlink.rtnl.rtmsg import rtmsg
