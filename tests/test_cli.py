@@ -56,3 +56,22 @@ def test_malformed_yaml(tmp_path):
     f.write_text("pairs: 2\nunknown_key: 1\n")
     res = run_cli("up", "-f", str(f))
     assert res.returncode == 2 and "unknown_key" in res.stderr
+
+
+def test_not_root_is_one_line():
+    """As an unprivileged user `up` refuses in one line (and creates nothing)."""
+    import os
+    import shutil
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to drop to another user (setpriv)")
+    import subprocess
+
+    res = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "dpulab",
+         "up", "--name", "nonroot"],
+        capture_output=True, text=True, env={**os.environ, "DPULAB_RUN_DIR": "/tmp/dpulab-nonroot-test"},
+    )
+    assert res.returncode == 2, res.stderr
+    assert "needs root" in res.stderr and len(res.stderr.strip().splitlines()) == 1

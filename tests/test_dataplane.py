@@ -174,3 +174,16 @@ def test_shrinking_retires_the_dropped_dpus_daemons(clean_lab):
     assert chassis == [f"{name}-worker2"]
     report = checks(name, "--traffic")
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
+
+
+def test_vxlan_encap_carries_pod_traffic(clean_lab, tmp_path):
+    name = clean_lab
+    f = tmp_path / "lab.yaml"
+    f.write_text(f"name: {name}\nvfs: 4\novn: {{encap: vxlan}}\npods:\n  - {{name: a, host: 0}}\n  - {{name: b, host: 1}}\n")
+    assert run_cli("up", "-f", str(f)).returncode == 0
+    db = f"unix:/run/dpulab/{name}/{name}-worker2/db.sock"
+    encap = subprocess.run(["ovs-vsctl", f"--db={db}", "get", "open", ".", "external_ids:ovn-encap-type"],
+                           capture_output=True, text=True, check=True).stdout.strip().strip('"')
+    assert encap == "vxlan"
+    report = checks(name, "--traffic")
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]
