@@ -215,7 +215,7 @@ def _cluster_reach(topo: Topology, engine: "Engine", present: set[str]) -> list[
     for dpu in topo.dpus:
         if dpu.name in present:
             probes += [(engine.netns(cp.name), dpu.cluster_address), (engine.netns(dpu.name), cp.cluster_address)]
-    rtt = probe.ping(probes, timeout=1.5)
+    rtt = probe.ping(probes, timeout=3.0, tries=6)  # a loaded machine drops a first probe now and then
     out = []
     for dpu in topo.dpus:
         if dpu.name not in present:
