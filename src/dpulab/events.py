@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from . import namespaces
-from .netlink import NLMSG_DONE, NLMSG_ERROR, RTM_DELLINK, RTM_NEWLINK, LinkInfo, Rtnl
+from .netlink import NLMSG_DONE, NLMSG_ERROR, RTM_DELLINK, RTM_NEWLINK, LinkInfo, Rtnl, messages
 from .state import STATE_FILE, LabState, run_dir
 from .topology import Topology
 
 RTMGRP_LINK = 0x1
-_HDR = struct.Struct("=IHHII")
 
 # inotify (linux/inotify.h)
 IN_CLOEXEC, IN_NONBLOCK = 0o2000000, 0o4000
@@ -121,11 +120,7 @@ def _prime(s: socket.socket, timeout: float = 2.0) -> dict[int, LinkInfo]:
             data = s.recv(1 << 20)
         except BlockingIOError:
             continue
-        off = 0
-        while off + 16 <= len(data):
-            length, mtype, _flags, mseq, _pid = _HDR.unpack_from(data, off)
-            if length < 16:
-                break
+        for off, mtype, mseq in messages(data):
             if mtype == RTM_NEWLINK:
                 li = LinkInfo.from_bytes(data, off)
                 links[li.index] = li
@@ -133,7 +128,6 @@ def _prime(s: socket.socket, timeout: float = 2.0) -> dict[int, LinkInfo]:
                 links.pop(LinkInfo.from_bytes(data, off).index, None)
             elif mtype in (NLMSG_DONE, NLMSG_ERROR) and mseq == seq:
                 return links
-            off += (length + 3) & ~3
 
 
 def _state_of(li: LinkInfo) -> str:
@@ -252,16 +246,9 @@ class Watcher:
                     self._resync(ns)
                     continue
                 return
-            off = 0
-            while off + 16 <= len(data):
-                length, mtype, _flags, _seq, _pid = _HDR.unpack_from(data, off)
-                if length < 16:
-                    break
+            for off, mtype, _seq in messages(data):
                 if mtype in (RTM_NEWLINK, RTM_DELLINK):
                     self._link_msg(ns, who, mtype, LinkInfo.from_bytes(data, off))
-                elif mtype in (NLMSG_DONE, NLMSG_ERROR):
-                    pass
-                off += (length + 3) & ~3
 
     def _link_msg(self, ns: str, who: str, mtype: int, li: LinkInfo) -> None:
         known = self.links.setdefault(ns, {})

@@ -33,7 +33,7 @@ import re
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from . import namespaces
 from .errors import DpulabError
@@ -446,7 +446,31 @@ def _addr_msg(ifindex: int, cidr: str) -> Any:
 
 
 SET_LINK = Codec(set_msg, RTM_NEWLINK, _REQ_ACK)
-_SET_DEFAULTS = {p.name: p.default for p in inspect.signature(set_msg).parameters.values() if p.name != "name"}
+def messages(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(offset, type, sequence number) of each netlink message in a received buffer."""
+    offset = 0
+    while offset + 16 <= len(data):
+        length, mtype, _flags, seq, _pid = _HDR.unpack_from(data, offset)
+        if length < 16:
+            return
+        yield offset, mtype, seq
+        offset += (length + 3) & ~3
+
+
+def _defaults(builder: Any) -> dict[str, Any]:
+    """A message builder's optional keywords and their defaults: the one list of them."""
+    return {p.name: p.default for p in inspect.signature(builder).parameters.values() if p.default is not p.empty}
+
+
+def _given(defaults: dict[str, Any], given: dict[str, Any], what: str) -> dict[str, Any]:
+    unknown = given.keys() - defaults.keys()
+    if unknown:
+        raise TypeError(f"{what}: unknown keyword {', '.join(sorted(unknown))}")
+    return {**defaults, **given}
+
+
+_SET_DEFAULTS = _defaults(set_msg)
+_VETH_DEFAULTS = _defaults(veth_msg)
 DEL_LINK = Codec(name_msg, RTM_DELLINK, _REQ_ACK)
 GET_LINK = Codec(name_msg, RTM_GETLINK, NLM_F_REQUEST)
 DUMP_LINKS = Codec(dump_links_msg, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP)
@@ -518,18 +542,13 @@ class Rtnl:
         waiting = len(chunk)
         while waiting:
             data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, mtype, _flags, seq, _pid = _HDR.unpack_from(data, offset)
+            for offset, mtype, seq in messages(data):
                 if mtype == NLMSG_ERROR and seq in by_seq:
                     (err,) = _I32.unpack_from(data, offset + 16)
                     pending = by_seq.pop(seq)
                     waiting -= 1
                     if err and -err not in pending.ok_errnos:
                         failures.append(Failure(pending.what, -err))
-                if length < 16:
-                    break
-                offset += (length + 3) & ~3
         return failures
 
     def flush(self) -> list[Failure]:
@@ -560,21 +579,17 @@ class Rtnl:
         """(buffer, offset, type) of every reply to `seq` until NLMSG_DONE; raises on an error."""
         while True:
             data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, mtype, _flags, mseq, _pid = _HDR.unpack_from(data, offset)
-                if length < 16:
-                    break
-                if mseq == seq:
-                    if mtype == NLMSG_DONE:
-                        return
-                    if mtype == NLMSG_ERROR:
-                        (code,) = _I32.unpack_from(data, offset + 16)
-                        if code:
-                            raise OSError(-code, os.strerror(-code))
-                        return
-                    yield data, offset, mtype
-                offset += (length + 3) & ~3
+            for offset, mtype, mseq in messages(data):
+                if mseq != seq:
+                    continue
+                if mtype == NLMSG_DONE:
+                    return
+                if mtype == NLMSG_ERROR:
+                    (code,) = _I32.unpack_from(data, offset + 16)
+                    if code:
+                        raise OSError(-code, os.strerror(-code))
+                    return
+                yield data, offset, mtype
 
     def dump(self, msg: Any, mtype: int) -> list[Any]:
         data = self._encode(msg, mtype, NLM_F_REQUEST | NLM_F_DUMP)
@@ -651,33 +666,13 @@ class Rtnl:
             return None if nsid is None or nsid < 0 else nsid
         return None
 
-    def add_veth(
-        self,
-        name: str,
-        peer: str,
-        *,
-        mac: str | None = None,
-        peer_mac: str | None = None,
-        netns_fd: int | None = None,
-        peer_netns_fd: int | None = None,
-        up: bool = True,
-        mtu: int | None = None,
-        what: str = "",
-    ) -> None:
-        """Queue one veth, both ends named and placed in their namespaces by the one request."""
-        values = {
-            "name": name,
-            "peer": peer,
-            "mac": mac,
-            "peer_mac": peer_mac,
-            "netns_fd": netns_fd,
-            "peer_netns_fd": peer_netns_fd,
-            "up": up,
-            "mtu": mtu,
-        }
+    def add_veth(self, name: str, peer: str, *, what: str = "", **options: Any) -> None:
+        """Queue one veth, both ends named and placed in their namespaces by the one request;
+        `options` are `veth_msg`'s: mac, peer_mac, netns_fd, peer_netns_fd, up, mtu."""
+        values = {**_given(_VETH_DEFAULTS, options, "add_veth"), "name": name, "peer": peer}
         self._push(CREATE_VETH.encode(self._next_seq(), values), what or f"create veth {name}/{peer}")
 
-    def add_bridge(self, name: str, *, mtu: int | None = None, alias: str | None = None) -> None:
+    def add_bridge(self, name: str, *, mtu: int | None = None) -> None:
         msg = link_msg(name, up=True, mtu=mtu)
         msg["attrs"].append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}))
         self.queue(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"create bridge {name}")
@@ -685,10 +680,8 @@ class Rtnl:
     def set_link(self, name: str, **changes: Any) -> None:
         """Queue a change to an existing link, found by name (or `index` when given); the
         keywords are `set_msg`'s: up, alias, mac, master, mtu, new_name, netns_fd, index."""
-        unknown = changes.keys() - _SET_DEFAULTS.keys()
-        if unknown:
-            raise TypeError(f"set_link: unknown change {', '.join(sorted(unknown))}")
-        self._push(SET_LINK.encode(self._next_seq(), {**_SET_DEFAULTS, **changes, "name": name}), f"set {name}")
+        values = {**_given(_SET_DEFAULTS, changes, "set_link"), "name": name}
+        self._push(SET_LINK.encode(self._next_seq(), values), f"set {name}")
 
     def del_link(self, name: str, *, missing_ok: bool = True) -> None:
         self._push(
