@@ -434,6 +434,21 @@ def fuzz(examples: int) -> dict:
 
 
 # -- report ----------------------------------------------------------------------------------------
+def by_scenario(runs: list[Run]) -> dict[str, tuple[list[Run], list[Run], Counter, int, int]]:
+    """Per scenario: its runs, those recovered by `up`, leftovers summed after `down`, how many
+    recovered runs passed verify (and stayed put), how many passed at the first check."""
+    out = {}
+    for scen in dict.fromkeys(r.scenario for r in runs):
+        rs = [r for r in runs if r.scenario == scen]
+        ups = [r for r in rs if r.recovery == "up"]
+        left: Counter = Counter()
+        for r in rs:
+            left.update({k: v for k, v in r.leftovers.items() if k != "names"})
+        passed = sum(1 for r in ups if r.converged and r.idempotent is not False)
+        out[scen] = (rs, ups, left, passed, sum(1 for r in ups if r.converged_first_time))
+    return out
+
+
 def report(runs: list[Run], extra: dict, path: Path) -> bool:
     from rich.console import Console
     from rich.table import Table
@@ -442,24 +457,15 @@ def report(runs: list[Run], extra: dict, path: Path) -> bool:
     t = Table(title="dpulab reliability: killed at random points, then recovered", title_justify="left")
     for col in ("scenario", "runs", "signals", "kill points (observed)", "killed command's stderr", "recovery", "verify after up", "leftovers after down", "held"):
         t.add_column(col)
-    by: dict[str, list[Run]] = {}
-    for r in runs:
-        by.setdefault(r.scenario, []).append(r)
-    for scen, rs in by.items():
+    for scen, (rs, ups, left, passed, _first) in by_scenario(runs).items():
         sigs = Counter(r.signal for r in rs)
         points = Counter(r.observed.split(" (")[0] for r in rs)
-        ups = [r for r in rs if r.recovery == "up"]
-        left = Counter()
-        for r in rs:
-            for k, v in r.leftovers.items():
-                if k != "names":
-                    left[k] += v
         t.add_row(
             scen, str(len(rs)), ", ".join(f"{k} {v}" for k, v in sorted(sigs.items())),
             ", ".join(f"{k} {v}" for k, v in points.most_common()),
             f"no traceback {sum('Traceback' not in r.last_words for r in rs)}/{len(rs)}",
             f"up {len(ups)}, down {len(rs) - len(ups)}",
-            f"{sum(1 for r in ups if r.converged and r.idempotent is not False)}/{len(ups)} pass"
+            f"{passed}/{len(ups)} pass"
             + (f" ({sum(1 for r in ups if r.converged_first_time)} first time)" if any(r.converged and not r.converged_first_time for r in ups) else ""),
             " ".join(f"{k.replace('_', ' ')} {left[k]}" for k in ("namespaces", "root_interfaces", "processes", "run_files")),
             "[green]yes[/]" if all(r.ok for r in rs) else f"[red]{sum(not r.ok for r in rs)} failed[/]",
@@ -499,22 +505,12 @@ def markdown(runs: list[Run], extra: dict) -> str:
            "|---|---|---|---|---|---|---|"]
     size = extra.get("size", {})
     label = {"wiring": f"`up`, {size.get('pairs')} pairs x {size.get('vfs')} links", "data plane": "`up --dataplane ovn`, 2 x 8", "pod add": "`pod add` (OVN, 2 x 4)"}
-    by: dict[str, list[Run]] = {}
-    for r in runs:
-        by.setdefault(r.scenario, []).append(r)
-    for scen, rs in by.items():
-        ups = [r for r in rs if r.recovery == "up"]
-        left = Counter()
-        for r in rs:
-            for k, v in r.leftovers.items():
-                if k != "names":
-                    left[k] += v
-        first = sum(1 for r in ups if r.converged_first_time)
+    for scen, (rs, ups, left, passed, first) in by_scenario(runs).items():
         out.append(
             f"| {label.get(scen, scen)} | {len(rs)} | " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(r.signal for r in rs).items()))
             + " | " + ", ".join(f"{k} {v}" for k, v in Counter(_point(r) for r in rs).most_common())
             + f" | `up` {len(ups)}, `down` {len(rs) - len(ups)}"
-            + f" | {sum(1 for r in ups if r.converged and r.idempotent is not False)}/{len(ups)}" + (f" ({first} at the first check)" if first != len(ups) else "")
+            + f" | {passed}/{len(ups)}" + (f" ({first} at the first check)" if first != len(ups) else "")
             + " | " + ", ".join(f"{left[k]} {k.replace('_', ' ')}" for k in ("namespaces", "root_interfaces", "processes", "run_files")) + " |"
         )
     out += ["", "| hostile input and concurrency | tried | held |", "|---|---|---|"]
